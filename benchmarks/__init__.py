@@ -1,0 +1,1 @@
+"""The pytreemod benchmark suite: run it with `python -m benchmarks`."""

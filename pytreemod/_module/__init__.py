@@ -1,0 +1,1 @@
+"""Layer 1: the Module core. Public names are re-exported from `pytreemod`."""

@@ -1,0 +1,64 @@
+"""`field`: a dataclass field with pytreemod's static and converter markers."""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+# Keys in `dataclasses.Field.metadata`. "static" is also the key that
+# `jax.tree_util.register_dataclass` reads, so the two agree.
+STATIC = "static"
+CONVERTER = "converter"
+
+
+def field(
+    *,
+    static: bool = False,
+    converter: Callable[[Any], Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A field of a `pytreemod.Module`: `dataclasses.field` plus two markers.
+
+    Args:
+        static: if `True`, the value is not a pytree child but part of the
+            treedef: transforms never trace it, and it must be hashable and
+            compared by `==` (ints, strings, tuples, functions). Never put an
+            array in a static field; it is a user error and warns.
+        converter: a function applied to the value after `__init__` (and
+            `__post_init__`) has run, e.g. `jnp.asarray`. It is not applied
+            when a Module is rebuilt by `tree_unflatten`.
+        **kwargs: passed on to `dataclasses.field` (`default`,
+            `default_factory`, `init`, `repr`, `kw_only`, `metadata`, ...).
+
+    Returns:
+        A `dataclasses.Field` to assign in the class body.
+
+    Raises:
+        TypeError: if `converter` is not callable, or `metadata` already uses
+            one of the keys `"static"` or `"converter"`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import pytreemod
+        >>> class Scale(pytreemod.Module):
+        ...     factor: jnp.ndarray = pytreemod.field(converter=jnp.asarray)
+        ...     name: str = pytreemod.field(static=True, default="scale")
+        >>> Scale(2.0).factor
+        Array(2., dtype=float32, weak_type=True)
+    """
+    metadata = dict(kwargs.pop("metadata", None) or {})
+    for key in (STATIC, CONVERTER):
+        if key in metadata:
+            raise TypeError(
+                f"`field(metadata=...)` may not use the key {key!r}: pytreemod "
+                f"sets it itself. Pass `field({key}=...)` instead."
+            )
+    if static:
+        metadata[STATIC] = True
+    if converter is not None:
+        if not callable(converter):
+            raise TypeError(
+                f"`converter` must be callable, e.g. `jnp.asarray`; got "
+                f"{converter!r} of type {type(converter).__name__}."
+            )
+        metadata[CONVERTER] = converter
+    return dataclasses.field(metadata=metadata, **kwargs)

@@ -1,0 +1,263 @@
+"""`tree_pformat` and `tree_pprint`: an indented, width-aware view of a pytree.
+
+Printing is two steps. `_Printer.doc` turns an object into a small document
+tree: `_Text` (an atom), `_Group` (brackets around comma-separated children)
+and `_Prefixed` (a `name=` or `key: ` label before a document). `_render` then
+lays that out Black-style: a document goes on one line if it fits in the width
+that is left, otherwise a group puts each child on its own line, indented, with
+a trailing comma. Modules are never printed with `repr()`, because
+`Module.__repr__` itself calls `tree_pformat`.
+"""
+
+import dataclasses
+import functools
+import types
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+
+class _Text(NamedTuple):
+    text: str
+
+
+class _Group(NamedTuple):
+    open: str
+    children: list[Any]
+    close: str
+    # Flat form of a one-element group that needs a comma: `(1,)`.
+    lone_comma: bool = False
+
+
+class _Prefixed(NamedTuple):
+    prefix: str
+    doc: Any
+
+
+def _flat(doc: Any) -> str:
+    if isinstance(doc, _Text):
+        return doc.text
+    if isinstance(doc, _Prefixed):
+        return doc.prefix + _flat(doc.doc)
+    inner = ", ".join(_flat(child) for child in doc.children)
+    if doc.lone_comma:
+        inner += ","
+    return doc.open + inner + doc.close
+
+
+def _render(
+    doc: Any, indent: int, column: int, tail: int, width: int, step: int
+) -> str:
+    """Lay out `doc`, which starts at `column` on a line whose indentation is
+    `indent` and is followed by `tail` more characters on its last line."""
+    flat = _flat(doc)
+    if "\n" not in flat and column + len(flat) + tail <= width:
+        return flat
+    if isinstance(doc, _Text):
+        # A multi-line atom (a full array repr) or one too long to split.
+        return doc.text.replace("\n", "\n" + " " * indent)
+    if isinstance(doc, _Prefixed):
+        rest = _render(doc.doc, indent, column + len(doc.prefix), tail, width, step)
+        return doc.prefix + rest
+    if not doc.children:
+        return doc.open + doc.close
+    inner = indent + step
+    lines = [doc.open]
+    for child in doc.children:
+        lines.append(" " * inner + _render(child, inner, inner, 1, width, step) + ",")
+    lines.append(" " * indent + doc.close)
+    return "\n".join(lines)
+
+
+def _dtype_name(dtype: Any) -> str:
+    dtype = np.dtype(dtype) if not hasattr(dtype, "kind") else dtype
+    if dtype.name == "bfloat16":
+        return "bf16"
+    short = {"f": "f", "i": "i", "u": "u", "c": "c"}.get(dtype.kind)
+    if short is not None:
+        return f"{short}{dtype.itemsize * 8}"
+    if dtype.kind == "b":
+        return "bool"
+    return str(dtype.name)
+
+
+def _short_array(shape: tuple[int, ...], dtype: Any, suffix: str = "") -> str:
+    return f"{_dtype_name(dtype)}[{','.join(str(n) for n in shape)}]{suffix}"
+
+
+def _is_function(obj: Any) -> bool:
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
+        return True
+    # Wrapped functions such as `jax.jit(f)` or `jax.nn.relu`.
+    return callable(obj) and hasattr(obj, "__wrapped__") and hasattr(obj, "__name__")
+
+
+class _Printer:
+    def __init__(
+        self,
+        short_arrays: bool,
+        struct_as_array: bool,
+        truncate_leaf: Callable[[Any], bool],
+    ):
+        self.short_arrays = short_arrays
+        self.struct_as_array = struct_as_array
+        self.truncate_leaf = truncate_leaf
+        # Ids of the containers being printed, from the root down: meeting one
+        # of them again means the structure contains itself.
+        self.active: set[int] = set()
+
+    def doc(self, obj: Any) -> Any:
+        if self.truncate_leaf(obj):
+            return _Text(f"{type(obj).__name__}(...)")
+        if isinstance(obj, jax.Array):
+            if self.short_arrays:
+                return _Text(_short_array(obj.shape, obj.dtype))
+            return _Text(repr(obj))
+        if isinstance(obj, (np.ndarray, np.generic)):
+            if self.short_arrays:
+                return _Text(_short_array(np.shape(obj), obj.dtype, "(numpy)"))
+            return _Text(repr(obj))
+        if isinstance(obj, jax.ShapeDtypeStruct) and self.struct_as_array:
+            return _Text(_short_array(obj.shape, obj.dtype))
+        if id(obj) in self.active:
+            return _Text("<recursive>")
+        self.active.add(id(obj))
+        try:
+            return self._container(obj)
+        finally:
+            self.active.discard(id(obj))
+
+    def _container(self, obj: Any) -> Any:
+        if hasattr(obj, "__func__") and hasattr(obj, "__self__"):
+            # A bound method: name it, but do not print the whole object it is
+            # bound to (a Module's own repr would follow).
+            owner = type(obj.__self__).__name__
+            name = getattr(obj.__func__, "__name__", "?")
+            return _Text(f"<bound method {owner}.{name}>")
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            children = []
+            for f in dataclasses.fields(obj):
+                if not f.repr:
+                    continue
+                if hasattr(obj, f.name):
+                    value = self.doc(getattr(obj, f.name))
+                else:
+                    value = _Text("<uninitialised>")
+                children.append(_Prefixed(f"{f.name}=", value))
+            return _Group(f"{type(obj).__name__}(", children, ")")
+        if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
+            children = [
+                _Prefixed(f"{name}=", self.doc(value))
+                for name, value in zip(type(obj)._fields, obj, strict=True)
+            ]
+            return _Group(f"{type(obj).__name__}(", children, ")")
+        if isinstance(obj, (list, tuple)):
+            children = [self.doc(value) for value in obj]
+            opening, closing = ("[", "]") if isinstance(obj, list) else ("(", ")")
+            lone_comma = isinstance(obj, tuple) and len(obj) == 1
+            if type(obj) not in (list, tuple):
+                opening, closing = f"{type(obj).__name__}({opening}", closing + ")"
+            return _Group(opening, children, closing, lone_comma)
+        if isinstance(obj, dict):
+            children = [
+                _Prefixed(f"{key!r}: ", self.doc(value)) for key, value in obj.items()
+            ]
+            if type(obj) is dict:
+                return _Group("{", children, "}")
+            return _Group(f"{type(obj).__name__}({{", children, "})")
+        if isinstance(obj, functools.partial):
+            children = [self.doc(obj.func), *(self.doc(arg) for arg in obj.args)]
+            children += [
+                _Prefixed(f"{key}=", self.doc(value))
+                for key, value in obj.keywords.items()
+            ]
+            return _Group(f"{type(obj).__name__}(", children, ")")
+        if _is_function(obj):
+            return _Text(f"<function {obj.__name__}>")
+        return _Text(repr(obj))
+
+
+def tree_pformat(
+    pytree: Any,
+    *,
+    width: int = 80,
+    indent: int = 2,
+    short_arrays: bool = True,
+    struct_as_array: bool = False,
+    truncate_leaf: Callable[[Any], bool] = lambda _: False,
+) -> str:
+    """Format a pytree (or any object) as an indented, readable string.
+
+    A list, tuple, dict, namedtuple, dataclass or Module goes on one line when
+    it fits in `width`; otherwise each of its children goes on its own line,
+    indented by `indent`, with a trailing comma. How things print:
+
+    - JAX arrays as `f32[8,8]`, NumPy arrays and scalars as `f32[8,8](numpy)`
+      (with `short_arrays=False`, their full `repr`);
+    - dataclasses and Modules as `ClassName(field=value, ...)`, over the fields
+      with `repr=True`;
+    - functions as `<function name>`; bound methods (also a Module's
+      `module.method`) as `<bound method ClassName.name>`, without the object
+      they are bound to; `functools.partial` and `jax.tree_util.Partial` as
+      `partial(<function f>, arg, key=value)`;
+    - `jax.ShapeDtypeStruct` like an array with `struct_as_array=True`, else
+      by its `repr`;
+    - a container met again inside itself as `<recursive>`;
+    - anything else by its `repr`.
+
+    Args:
+        pytree: the object to format.
+        width: the line width to fit in.
+        indent: spaces added per nesting level when a node is split over lines.
+        short_arrays: print arrays as dtype and shape only.
+        struct_as_array: print `jax.ShapeDtypeStruct`s like arrays.
+        truncate_leaf: objects for which this returns `True` print as
+            `ClassName(...)`, without their contents.
+
+    Returns:
+        The formatted string, without a trailing newline.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> tree = {"w": jnp.zeros((2, 3)), "b": (1,), "f": print}
+        >>> print(tree_pformat(tree))
+        {'w': f32[2,3], 'b': (1,), 'f': <function print>}
+        >>> print(tree_pformat(tree, width=20))
+        {
+          'w': f32[2,3],
+          'b': (1,),
+          'f': <function print>,
+        }
+    """
+    printer = _Printer(short_arrays, struct_as_array, truncate_leaf)
+    return _render(printer.doc(pytree), 0, 0, 0, width, indent)
+
+
+def tree_pprint(
+    pytree: Any,
+    *,
+    width: int = 80,
+    indent: int = 2,
+    short_arrays: bool = True,
+    struct_as_array: bool = False,
+    truncate_leaf: Callable[[Any], bool] = lambda _: False,
+) -> None:
+    """Print `tree_pformat(pytree, ...)`; the arguments are the same.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> tree_pprint([jnp.ones(3), None, "a"])
+        [f32[3], None, 'a']
+    """
+    print(
+        tree_pformat(
+            pytree,
+            width=width,
+            indent=indent,
+            short_arrays=short_arrays,
+            struct_as_array=struct_as_array,
+            truncate_leaf=truncate_leaf,
+        )
+    )

@@ -1,0 +1,92 @@
+"""`tree_check`: refuse pytrees that contain themselves or share a Module."""
+
+import dataclasses
+from typing import Any
+
+import jax
+
+from ._tree_flatten_one_level import flatten_one_level_with_path
+
+_CYCLE_ERROR = """\
+The pytree contains itself: the node at `{inner}` is the same object as its
+ancestor at `{outer}` (a {kind}). A pytree must be a tree, or flattening it
+never ends. Probably a container was appended to itself, or a Module was given
+a field that refers back to it; store the value itself instead of the
+structure holding it."""
+
+_SHARED_MODULE_ERROR = """\
+The same {kind} object appears twice in the pytree, at `{first}` and at
+`{second}`. After flattening and unflattening (for example when it crosses a
+`filter_jit` boundary, or in an optimiser update) the two places become two
+independent copies, so changes to one would no longer reach the other. Either
+1. give each place its own {kind}, if they are meant to be independent; or
+2. keep it in one field and use that field twice in the code that calls it
+   (e.g. `self.block(self.block(x))`), to share it explicitly."""
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    return "pytree" + jax.tree_util.keystr(path)
+
+
+def tree_check(pytree: Any) -> None:
+    """Check that `pytree` is really a tree: no cycles, no shared Modules.
+
+    Flattening follows references, so a structure that contains itself can
+    never be flattened, and a Module (any dataclass registered as a pytree
+    node) reached along two paths becomes two separate copies once the pytree
+    is flattened and rebuilt. Both are refused. Leaves, arrays included, may
+    appear any number of times.
+
+    Args:
+        pytree: the pytree to check.
+
+    Returns:
+        `None`, if the pytree is fine.
+
+    Raises:
+        ValueError: on a cycle, or on a Module met twice; the message gives the
+            key paths of both places.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.ones(2)
+        >>> tree_check({"a": x, "b": [x, None]}) is None
+        True
+        >>> loop = [1]
+        >>> loop.append(loop)
+        >>> tree_check(loop)
+        Traceback (most recent call last):
+        ...
+        ValueError: The pytree contains itself: the node at `pytree[1]` ...
+    """
+    ancestors: dict[int, tuple[Any, ...]] = {}
+    modules: dict[int, tuple[Any, ...]] = {}
+
+    def visit(node: Any, path: tuple[Any, ...]) -> None:
+        children, treedef = flatten_one_level_with_path(node)
+        if jax.tree_util.treedef_is_leaf(treedef):
+            return
+        node_id = id(node)
+        kind = type(node).__name__
+        if node_id in ancestors:
+            raise ValueError(
+                _CYCLE_ERROR.format(
+                    inner=_where(path), outer=_where(ancestors[node_id]), kind=kind
+                )
+            )
+        if dataclasses.is_dataclass(node):
+            if node_id in modules:
+                raise ValueError(
+                    _SHARED_MODULE_ERROR.format(
+                        kind=kind,
+                        first=_where(modules[node_id]),
+                        second=_where(path),
+                    )
+                )
+            modules[node_id] = path
+        ancestors[node_id] = path
+        for child_path, child in children:
+            visit(child, path + child_path)
+        del ancestors[node_id]
+
+    visit(pytree, ())

@@ -1,0 +1,3 @@
+"""Debugging tools: trace counting and retrace explanations."""
+
+# --- trace counting and retrace explanations ---
