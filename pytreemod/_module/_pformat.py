@@ -56,8 +56,9 @@ def _render(
     if "\n" not in flat and column + len(flat) + tail <= width:
         return flat
     if isinstance(doc, _Text):
-        # A multi-line atom (a full array repr) or one too long to split.
-        return doc.text.replace("\n", "\n" + " " * indent)
+        # A multi-line atom (a full array repr) keeps its own alignment, shifted
+        # to where it starts; an atom too long for the line stays as it is.
+        return doc.text.replace("\n", "\n" + " " * column)
     if isinstance(doc, _Prefixed):
         rest = _render(doc.doc, indent, column + len(doc.prefix), tail, width, step)
         return doc.prefix + rest
@@ -72,15 +73,15 @@ def _render(
 
 
 def _dtype_name(dtype: Any) -> str:
-    dtype = np.dtype(dtype) if not hasattr(dtype, "kind") else dtype
     if dtype.name == "bfloat16":
         return "bf16"
-    short = {"f": "f", "i": "i", "u": "u", "c": "c"}.get(dtype.kind)
+    kind = getattr(dtype, "kind", None)  # PRNG key dtypes have none
+    short = {"f": "f", "i": "i", "u": "u", "c": "c"}.get(kind)
     if short is not None:
         return f"{short}{dtype.itemsize * 8}"
-    if dtype.kind == "b":
+    if kind == "b":
         return "bool"
-    return str(dtype.name)
+    return str(getattr(dtype, "name", dtype))
 
 
 def _short_array(shape: tuple[int, ...], dtype: Any, suffix: str = "") -> str:
@@ -133,7 +134,10 @@ class _Printer:
         if hasattr(obj, "__func__") and hasattr(obj, "__self__"):
             # A bound method: name it, but do not print the whole object it is
             # bound to (a Module's own repr would follow).
-            owner = type(obj.__self__).__name__
+            bound_to = obj.__self__
+            owner = (
+                bound_to if isinstance(bound_to, type) else type(bound_to)
+            ).__name__
             name = getattr(obj.__func__, "__name__", "?")
             return _Text(f"<bound method {owner}.{name}>")
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -244,7 +248,15 @@ def tree_pprint(
     struct_as_array: bool = False,
     truncate_leaf: Callable[[Any], bool] = lambda _: False,
 ) -> None:
-    """Print `tree_pformat(pytree, ...)`; the arguments are the same.
+    """Print `tree_pformat(pytree, ...)`, followed by a newline.
+
+    Args:
+        pytree: the object to print.
+        width, indent, short_arrays, struct_as_array, truncate_leaf: as for
+            `tree_pformat`.
+
+    Returns:
+        `None`.
 
     Example:
         >>> import jax.numpy as jnp

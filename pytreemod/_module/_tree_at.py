@@ -26,8 +26,8 @@ and indexing:
     tree_at(lambda m: m.layers[0].weight, model, new_weight)
     tree_at(lambda m: (m.encoder, m.decoder.bias), model, (enc, bias))
 Probably it computed a new value (`m.weight.T`, `m.weight + 1`), built a
-nested container (only the outer tuple or list may be new), reached into
-something that is not a pytree node, or selected a static field
+nested container (only the outer tuple or list may be new), reached into a
+leaf (or a node that `is_leaf` makes a leaf), or selected a static field
 (`field(static=True)` values belong to the structure, not the leaves: build a
 new Module instead)."""
 

@@ -8,17 +8,22 @@ import jax
 from ._tree_flatten_one_level import flatten_one_level_with_path
 
 _CYCLE_ERROR = """\
-The pytree contains itself: the node at `{inner}` is the same object as its
-ancestor at `{outer}` (a {kind}). A pytree must be a tree, or flattening it
-never ends. Probably a container was appended to itself, or a Module was given
-a field that refers back to it; store the value itself instead of the
-structure holding it."""
+The pytree contains itself: the {kind} at
+    {inner}
+is the same object as its ancestor at
+    {outer}
+A pytree must be a tree, or flattening it never ends. Probably a container was
+appended to itself, or a Module was given a field that refers back to it;
+store the value itself instead of the structure holding it."""
 
 _SHARED_MODULE_ERROR = """\
-The same {kind} object appears twice in the pytree, at `{first}` and at
-`{second}`. After flattening and unflattening (for example when it crosses a
-`filter_jit` boundary, or in an optimiser update) the two places become two
-independent copies, so changes to one would no longer reach the other. Either
+The same {kind} object appears twice in the pytree, at
+    {first}
+and at
+    {second}
+After flattening and unflattening (for example when it crosses a `filter_jit`
+boundary, or in an optimiser update) the two places become two independent
+copies, so a change to one would no longer reach the other. Either
 1. give each place its own {kind}, if they are meant to be independent; or
 2. keep it in one field and use that field twice in the code that calls it
    (e.g. `self.block(self.block(x))`), to share it explicitly."""
@@ -57,7 +62,11 @@ def tree_check(pytree: Any) -> None:
         >>> tree_check(loop)
         Traceback (most recent call last):
         ...
-        ValueError: The pytree contains itself: the node at `pytree[1]` ...
+        ValueError: The pytree contains itself: the list at
+            pytree[1]
+        is the same object as its ancestor at
+            pytree
+        ...
     """
     ancestors: dict[int, tuple[Any, ...]] = {}
     modules: dict[int, tuple[Any, ...]] = {}

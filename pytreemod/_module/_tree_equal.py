@@ -22,6 +22,9 @@ def _leaf_type(x: Any) -> type:
 def _arrays_equal(x: Any, y: Any, rtol: float, atol: float) -> bool | jax.Array:
     """Compare two arrays known to share shape and dtype. Returns a Python bool,
     or a traced boolean scalar when either side is a tracer."""
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        # Typed PRNG keys have no NumPy form: compare their raw key data.
+        x, y = jax.random.key_data(x), jax.random.key_data(y)
     close = (rtol != 0 or atol != 0) and jnp.issubdtype(x.dtype, jnp.inexact)
     if _is_traced(x) or _is_traced(y):
         x, y = jnp.asarray(x), jnp.asarray(y)

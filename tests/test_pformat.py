@@ -1,0 +1,209 @@
+"""`tree_pformat` / `tree_pprint`: layout and how each kind of object prints."""
+
+import dataclasses
+import functools
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pytreemod import Module, Partial, field, tree_pformat, tree_pprint
+
+
+class Linear(Module):
+    weight: jax.Array
+    bias: jax.Array | None
+    in_features: int = field(static=True)
+    out_features: int = field(static=True)
+
+    def __call__(self, x):
+        return self.weight @ x + self.bias
+
+
+class MLP(Module):
+    layers: tuple
+    activation: Callable
+    depth: int = field(static=True)
+
+
+def _linear(n_in, n_out):
+    return Linear(jnp.zeros((n_out, n_in)), jnp.zeros(n_out), n_in, n_out)
+
+
+def _mlp():
+    return MLP((_linear(2, 4), _linear(4, 3)), jax.nn.relu, 2)
+
+
+MLP_AT_80 = """\
+MLP(
+  layers=(
+    Linear(weight=f32[4,2], bias=f32[4], in_features=2, out_features=4),
+    Linear(weight=f32[3,4], bias=f32[3], in_features=4, out_features=3),
+  ),
+  activation=<function relu>,
+  depth=2,
+)"""
+
+MLP_AT_20 = """\
+MLP(
+  layers=(
+    Linear(
+      weight=f32[4,2],
+      bias=f32[4],
+      in_features=2,
+      out_features=4,
+    ),
+    Linear(
+      weight=f32[3,4],
+      bias=f32[3],
+      in_features=4,
+      out_features=3,
+    ),
+  ),
+  activation=<function relu>,
+  depth=2,
+)"""
+
+
+@pytest.mark.parametrize("width, expected", [(80, MLP_AT_80), (20, MLP_AT_20)])
+def test_a_small_mlp(width, expected):
+    assert tree_pformat(_mlp(), width=width) == expected
+
+
+def test_module_repr_is_tree_pformat():
+    assert repr(_mlp()) == MLP_AT_80
+
+
+def test_indent():
+    out = tree_pformat({"a": [1, 2]}, width=8, indent=4)
+    assert out == "{\n    'a': [\n        1,\n        2,\n    ],\n}"
+
+
+def test_lines_fit_the_width_where_they_can():
+    tree = {"layer": _linear(3, 5), "items": list(range(12))}
+    for width in (20, 40, 60):
+        lines = tree_pformat(tree, width=width).splitlines()
+        assert len(lines) > 1
+        assert all(len(line) <= width for line in lines)
+
+
+def test_one_line_when_it_fits_exactly():
+    # "[1, 2, 3]" is 9 characters.
+    assert tree_pformat([1, 2, 3], width=9) == "[1, 2, 3]"
+    assert tree_pformat([1, 2, 3], width=8) == "[\n  1,\n  2,\n  3,\n]"
+
+
+Point = namedtuple("Point", "x y")
+
+
+@dataclasses.dataclass
+class Plain:
+    a: int
+    hidden: int = dataclasses.field(default=0, repr=False)
+
+
+class Fn(Module):
+    def method(self, x):
+        return x
+
+
+def _f(x, y=0):
+    return x
+
+
+@pytest.mark.parametrize(
+    "obj, expected",
+    [
+        (jnp.zeros((8, 8)), "f32[8,8]"),
+        (jnp.zeros((), jnp.int32), "i32[]"),
+        (jnp.zeros(2, jnp.bfloat16), "bf16[2]"),
+        (jnp.zeros(2, jnp.bool_), "bool[2]"),
+        (jnp.zeros(2, jnp.complex64), "c64[2]"),
+        (jnp.zeros(2, jnp.uint8), "u8[2]"),
+        (np.zeros((8, 8), np.float32), "f32[8,8](numpy)"),
+        (np.float64(1.0), "f64[](numpy)"),
+        (jax.random.key(0), "key<fry>[]"),
+        (
+            jax.ShapeDtypeStruct((2,), jnp.float32),
+            "ShapeDtypeStruct(shape=(2,), dtype=float32)",
+        ),
+        ((1,), "(1,)"),
+        ((), "()"),
+        ([], "[]"),
+        ({}, "{}"),
+        ([None, "s", 1.5, True], "[None, 's', 1.5, True]"),
+        ({1: (2, 3), "k": [4]}, "{1: (2, 3), 'k': [4]}"),
+        (Point(1, (2,)), "Point(x=1, y=(2,))"),
+        (OrderedDict(a=1), "OrderedDict({'a': 1})"),
+        (Plain(1, 2), "Plain(a=1)"),
+        (_f, "<function _f>"),
+        (print, "<function print>"),
+        (jax.nn.relu, "<function relu>"),
+        (jax.jit(_f), "<function _f>"),
+        (Fn().method, "<bound method Fn.method>"),
+        (Plain(1).__eq__, "<bound method Plain.__eq__>"),
+        (Point._make, "<bound method Point._make>"),
+        (functools.partial(_f, 1, y=2), "partial(<function _f>, 1, y=2)"),
+        (jax.tree_util.Partial(_f, jnp.ones(2)), "Partial(<function _f>, f32[2])"),
+        (Partial(_f, 1), "Partial(func=<function _f>, args=(1,), keywords={})"),
+        (Plain, repr(Plain)),
+        (object, "<class 'object'>"),
+    ],
+)
+def test_how_objects_print(obj, expected):
+    assert tree_pformat(obj) == expected
+
+
+def test_short_arrays_false_prints_values_aligned():
+    out = tree_pformat({"a": jnp.ones((2, 2))}, short_arrays=False)
+    assert out == (
+        "{\n  'a': Array([[1., 1.],\n              [1., 1.]], dtype=float32),\n}"
+    )
+
+
+def test_struct_as_array():
+    struct = jax.ShapeDtypeStruct((2, 3), jnp.int8)
+    assert tree_pformat([struct], struct_as_array=True) == "[i8[2,3]]"
+
+
+def test_truncate_leaf():
+    tree = [_linear(2, 2), 1]
+    out = tree_pformat(tree, truncate_leaf=lambda x: isinstance(x, Linear))
+    assert out == "[Linear(...), 1]"
+
+
+@pytest.mark.parametrize("kind", ["list", "dict", "module"])
+def test_recursive_structures_do_not_loop(kind):
+    if kind == "list":
+        obj = [1]
+        obj.append(obj)
+        expected = "[1, <recursive>]"
+    elif kind == "dict":
+        obj = {"a": 1}
+        obj["self"] = obj
+        expected = "{'a': 1, 'self': <recursive>}"
+    else:
+        holder = []
+        obj = MLP((holder,), print, 1)
+        holder.append(obj)
+        expected = "MLP(layers=([<recursive>],), activation=<function print>, depth=1)"
+    assert tree_pformat(obj) == expected
+
+
+def test_repeated_but_not_recursive_objects_print_in_full():
+    shared = [1, 2]
+    assert tree_pformat([shared, shared]) == "[[1, 2], [1, 2]]"
+
+
+def test_a_field_not_yet_set_prints_as_uninitialised():
+    plain = Plain(1)
+    del plain.a
+    assert tree_pformat(plain) == "Plain(a=<uninitialised>)"
+
+
+def test_tree_pprint_prints_the_same(capsys):
+    tree_pprint(_mlp(), width=20)
+    assert capsys.readouterr().out == MLP_AT_20 + "\n"
