@@ -35,10 +35,37 @@ from ._module._tree_flatten_one_level import (
 )
 
 # --- layer 2: filters ---
+from ._transform._filters import combine as combine
+from ._transform._filters import filter as filter
+from ._transform._filters import partition as partition
+
 # --- layer 2: filter_jit ---
+from ._transform._caches import clear_caches as clear_caches
+from ._transform._jit import filter_jit as filter_jit
+
 # --- layer 2: autodiff transforms and apply_updates ---
+from ._transform._checkpoint import filter_checkpoint as filter_checkpoint
+from ._transform._closure_convert import (
+    filter_closure_convert as filter_closure_convert,
+)
+from ._transform._custom_jvp import filter_custom_jvp as filter_custom_jvp
+from ._transform._custom_vjp import filter_custom_vjp as filter_custom_vjp
+from ._transform._grad import filter_grad as filter_grad
+from ._transform._grad import filter_value_and_grad as filter_value_and_grad
+from ._transform._jacobian import filter_hessian as filter_hessian
+from ._transform._jacobian import filter_jacfwd as filter_jacfwd
+from ._transform._jacobian import filter_jacrev as filter_jacrev
+from ._transform._jvp import filter_jvp as filter_jvp
+from ._transform._update import apply_updates as apply_updates
+from ._transform._vjp import filter_vjp as filter_vjp
+
 # --- layer 2: vmap, pmap, eval_shape, make_jaxpr, pure_callback, shard ---
-# --- on top: serialisation ---
+from ._transform._callback import filter_pure_callback as filter_pure_callback
+from ._transform._eval_shape import filter_eval_shape as filter_eval_shape
+from ._transform._make_jaxpr import filter_make_jaxpr as filter_make_jaxpr
+from ._transform._pmap import filter_pmap as filter_pmap
+from ._transform._shard import filter_shard as filter_shard
+from ._transform._vmap import filter_vmap as filter_vmap, if_array as if_array
 
 # The public packages on top, imported last: they build on the names above.
 from . import debug as debug, nn as nn

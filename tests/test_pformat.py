@@ -207,3 +207,15 @@ def test_a_field_not_yet_set_prints_as_uninitialised():
 def test_tree_pprint_prints_the_same(capsys):
     tree_pprint(_mlp(), width=20)
     assert capsys.readouterr().out == MLP_AT_20 + "\n"
+
+
+def test_module_with_its_own_repr_prints_with_it():
+    # Regression: nested Modules that override __repr__ (e.g. enumeration
+    # items) were printed field by field, ignoring their repr.
+    class Named(Module):
+        value: int
+
+        def __repr__(self):
+            return f"Named<{self.value}>"
+
+    assert tree_pformat([Named(1)]) == "[Named<1>]"

@@ -324,6 +324,8 @@ class Module(metaclass=_ModuleMeta):
     def __repr__(self) -> str:
         return tree_pformat(self)
 
+    __repr__._uses_tree_pformat = True  # type: ignore[attr-defined]
+
 
 def _hash_parts(tree: Any, path: str, parts: list) -> None:
     """Append to `parts` everything of `tree` that `hash(module)` covers: types,

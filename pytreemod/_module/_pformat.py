@@ -140,6 +140,8 @@ class _Printer:
             ).__name__
             name = getattr(obj.__func__, "__name__", "?")
             return _Text(f"<bound method {owner}.{name}>")
+        if _has_own_repr(obj):
+            return _Text(repr(obj))
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             children = []
             for f in dataclasses.fields(obj):
@@ -181,6 +183,15 @@ class _Printer:
         if _is_function(obj):
             return _Text(f"<function {obj.__name__}>")
         return _Text(repr(obj))
+
+
+def _has_own_repr(obj: Any) -> bool:
+    # A Module whose class overrides `Module.__repr__` (which is marked, and
+    # delegates here) prints as its own repr says.
+    cls = type(obj)
+    return hasattr(cls, "__pytreemod_info__") and not getattr(
+        cls.__repr__, "_uses_tree_pformat", False
+    )
 
 
 def tree_pformat(
