@@ -67,6 +67,21 @@ from ._transform._pmap import filter_pmap as filter_pmap
 from ._transform._shard import filter_shard as filter_shard
 from ._transform._vmap import filter_vmap as filter_vmap, if_array as if_array
 
+# --- on top: serialisation ---
+from ._serialisation._checkpoint import (
+    CheckpointError as CheckpointError,
+    CheckpointMismatchWarning as CheckpointMismatchWarning,
+    load as load,
+    load_metadata as load_metadata,
+    save as save,
+)
+from ._serialisation._leaves import (
+    default_deserialise_filter_spec as default_deserialise_filter_spec,
+    default_serialise_filter_spec as default_serialise_filter_spec,
+    tree_deserialise_leaves as tree_deserialise_leaves,
+    tree_serialise_leaves as tree_serialise_leaves,
+)
+
 # The public packages on top, imported last: they build on the names above.
 from . import debug as debug, nn as nn
 
