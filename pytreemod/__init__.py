@@ -67,6 +67,14 @@ from ._transform._pmap import filter_pmap as filter_pmap
 from ._transform._shard import filter_shard as filter_shard
 from ._transform._vmap import filter_vmap as filter_vmap, if_array as if_array
 
+# --- error_if and Enumeration ---
+from ._transform._enumeration import Enumeration as Enumeration
+from ._transform._error_if import (
+    PytreemodRuntimeError as PytreemodRuntimeError,
+    branched_error_if as branched_error_if,
+    error_if as error_if,
+)
+
 # --- on top: serialisation ---
 from ._serialisation._checkpoint import (
     CheckpointError as CheckpointError,

@@ -1,0 +1,225 @@
+"""`error_if` and `branched_error_if`: eager, jit, vmap and autodiff."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pytreemod
+from pytreemod import PytreemodRuntimeError, branched_error_if, error_if
+
+F32 = jnp.float32
+
+
+def _check_negative(x):
+    return error_if(x, x < 0, "x must be non-negative")
+
+
+# One compiled function shared by several tests, to keep compiles few.
+_jitted = jax.jit(_check_negative)
+
+
+def test_error_is_a_runtime_error_exported_under_its_public_name():
+    assert issubclass(PytreemodRuntimeError, RuntimeError)
+    assert PytreemodRuntimeError.__module__ == "pytreemod"
+
+
+@pytest.mark.parametrize(
+    "pred",
+    [True, np.bool_(True), np.array([False, True]), jnp.array([[False], [True]])],
+    ids=["python", "numpy-scalar", "numpy", "jax"],
+)
+def test_eager_true_predicate_raises_at_once(pred):
+    with pytest.raises(PytreemodRuntimeError, match="^bad value$"):
+        error_if(jnp.ones(2), pred, "bad value")
+
+
+def test_eager_false_predicate_returns_x_itself():
+    tree = {"a": jnp.ones(2), "b": "not an array", "c": 3}
+    assert error_if(tree, jnp.zeros(3, bool), "unused") is tree
+    # With a concrete predicate, `x` need not hold arrays at all.
+    assert error_if("text", False, "unused") == "text"
+
+
+def test_jit_passes_values_through_and_raises_at_runtime():
+    x = jnp.array([0.0, 2.0], F32)
+    assert jnp.array_equal(_jitted(x), x)
+    with pytest.raises(RuntimeError, match="x must be non-negative") as info:
+        _jitted(jnp.array([1.0, -1.0], F32))
+    # Raised by JAX around the host callback, not directly by error_if; the
+    # message names where error_if was called.
+    assert type(info.value) is not PytreemodRuntimeError
+    assert "PytreemodRuntimeError: x must be non-negative" in str(info.value)
+    assert "test_error_if.py" in str(info.value)
+    # A second, cached call raises the same way.
+    with pytest.raises(RuntimeError, match="x must be non-negative"):
+        _jitted(jnp.array([-1.0, 1.0], F32))
+
+
+def test_filter_jit_raises_at_runtime():
+    @pytreemod.filter_jit
+    def f(model, scale):
+        w = error_if(model["w"], model["w"] < 0, "negative weight")
+        return w * scale
+
+    model = {"w": jnp.ones(2, F32), "name": "layer"}
+    assert jnp.array_equal(f(model, 2.0), jnp.full(2, 2.0, F32))
+    with pytest.raises(RuntimeError, match="negative weight"):
+        f({"w": -jnp.ones(2, F32), "name": "layer"}, 2.0)
+
+
+def test_predicate_known_at_trace_time_raises_while_tracing():
+    with pytest.raises(PytreemodRuntimeError, match="always wrong"):
+        jax.jit(lambda x: error_if(x, True, "always wrong"))(jnp.ones(2))
+    # A constant false predicate adds nothing to the computation.
+    jaxpr = jax.make_jaxpr(lambda x: error_if(x, False, "never"))(jnp.ones(2))
+    assert not jaxpr.eqns
+
+
+def test_the_check_is_kept_even_if_the_result_is_unused():
+    @jax.jit
+    def f(x):
+        error_if(x, x < 0, "unused but checked")
+        return x + 1
+
+    with pytest.raises(RuntimeError, match="unused but checked"):
+        f(-jnp.ones(2, F32))
+
+
+def test_static_leaves_of_x_are_kept():
+    class Layer(pytreemod.Module):
+        weight: jax.Array
+        name: str = pytreemod.field(static=True)
+        activation: object = jax.nn.relu
+
+    layer = Layer(jnp.ones(2, F32), "dense")
+    out = pytreemod.filter_jit(lambda m: error_if(m, m.weight < 0, "negative"))(layer)
+    assert out.name == "dense" and out.activation is jax.nn.relu
+    assert jnp.array_equal(out.weight, layer.weight)
+
+
+def test_eager_vmap_raises_the_python_error_if_any_element_fails():
+    f = jax.vmap(_check_negative)
+    assert jnp.array_equal(f(jnp.ones((3, 2), F32)), jnp.ones((3, 2), F32))
+    with pytest.raises(PytreemodRuntimeError, match="x must be non-negative"):
+        f(jnp.array([[1.0, 1.0], [1.0, -1.0]], F32))
+
+
+def test_jit_of_nested_vmap_raises_only_when_an_element_fails():
+    # Regression guard: a batched predicate turns `lax.cond` into a select that
+    # runs both branches, which would raise for every batch.
+    f = jax.jit(jax.vmap(jax.vmap(_check_negative)))
+    good = jnp.ones((2, 3, 2), F32)
+    assert jnp.array_equal(f(good), good)
+    with pytest.raises(RuntimeError, match="x must be non-negative"):
+        f(good.at[1, 2, 0].set(-1.0))
+
+
+def _linear_loss(x):
+    return jnp.sum(_check_negative(x) * 3.0)
+
+
+def test_gradient_passes_through_unchanged():
+    x = jnp.array([1.0, 2.0], F32)
+    grad = jax.grad(lambda x: jnp.sum(_check_negative(x) ** 2))(x)
+    assert jnp.allclose(grad, 2 * x)
+    with pytest.raises(PytreemodRuntimeError, match="x must be non-negative"):
+        jax.grad(_linear_loss)(-x)
+
+
+@pytest.mark.parametrize("transform", [jax.grad, jax.jacfwd], ids=["grad", "jacfwd"])
+def test_check_survives_when_only_derivatives_are_used(transform):
+    # Regression guard: the derivative of a linear function does not need the
+    # primal output, so a check made of pure operations would be removed.
+    f = jax.jit(transform(_linear_loss))
+    assert jnp.allclose(f(jnp.ones(2, F32)), jnp.full(2, 3.0, F32))
+    with pytest.raises(RuntimeError, match="x must be non-negative"):
+        f(-jnp.ones(2, F32))
+
+
+def test_integer_leaves_do_not_block_differentiation():
+    def loss(w):
+        w, count = error_if((w, jnp.arange(2)), w < 0, "negative")
+        return jnp.sum(w * count.astype(F32))
+
+    assert jnp.allclose(
+        jax.jit(jax.grad(loss))(jnp.ones(2, F32)), jnp.array([0.0, 1.0], F32)
+    )
+
+
+def test_check_inside_scan_raises():
+    def body(carry, _):
+        carry = error_if(carry, carry < 0, "went negative")
+        return carry - 1.0, None
+
+    f = jax.jit(lambda x: jax.lax.scan(body, x, length=3)[0])
+    assert float(f(jnp.array(5.0, F32))) == 2.0
+    with pytest.raises(RuntimeError, match="went negative"):
+        f(jnp.array(1.0, F32))
+
+
+MSGS = ["too small", "too large", "not a number"]
+
+
+@pytest.mark.parametrize("index", [0, 2, np.int32(1), jnp.array(1)])
+def test_branched_eager_uses_the_indexed_message(index):
+    message = MSGS[int(index)]
+    with pytest.raises(PytreemodRuntimeError, match=f"^{message}$"):
+        branched_error_if(jnp.ones(2), True, index, MSGS)
+
+
+def test_branched_with_traced_index_picks_the_message_at_runtime():
+    f = jax.jit(lambda x, i: branched_error_if(x, x < 0, i, MSGS))
+    assert jnp.array_equal(f(jnp.ones(2, F32), 1), jnp.ones(2, F32))
+    with pytest.raises(RuntimeError, match="PytreemodRuntimeError: not a number"):
+        f(-jnp.ones(2, F32), 2)
+
+
+def test_branched_vmap_reports_the_largest_failing_index():
+    f = jax.jit(jax.vmap(lambda x, i: branched_error_if(x, x < 0, i, MSGS)))
+    x = jnp.array([-1.0, 1.0, -1.0], F32)
+    # Element 1 has the largest index but passes; element 2 fails with index 1.
+    with pytest.raises(RuntimeError, match="PytreemodRuntimeError: too large"):
+        f(x, jnp.array([0, 2, 1]))
+
+
+def test_traced_predicate_needs_an_array_in_x():
+    with pytest.raises(ValueError, match="holds no arrays"):
+        jax.jit(lambda p: error_if("no arrays", p, "msg"))(jnp.array(True))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: error_if(1.0, jnp.ones(2), "m"), TypeError, "dtype float32"),
+        (lambda: error_if(1.0, 1, "m"), TypeError, r"`pred` must be a bool.*int"),
+        (lambda: error_if(1.0, False, 3), TypeError, "`msg` must be a string"),
+        (lambda: branched_error_if(1.0, False, 0, "m"), TypeError, "sequence"),
+        (lambda: branched_error_if(1.0, False, 0, []), ValueError, "at least one"),
+        (lambda: branched_error_if(1.0, False, 0, ["a", 2]), TypeError, r"msgs\[1\]"),
+        (lambda: branched_error_if(1.0, False, 0.0, MSGS), TypeError, "float"),
+        (lambda: branched_error_if(1.0, False, True, MSGS), TypeError, "a bool"),
+        (
+            lambda: branched_error_if(1.0, False, np.zeros(2, int), MSGS),
+            TypeError,
+            r"shape \(2,\)",
+        ),
+        (lambda: branched_error_if(1.0, True, 3, MSGS), IndexError, r"\[0, 3\)"),
+    ],
+)
+def test_bad_arguments_are_rejected_clearly(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-4, 4, allow_nan=False, width=32), min_size=3, max_size=3))
+def test_jitted_check_is_identity_or_raises_exactly_when_pred_holds(values):
+    x = jnp.array(values, F32)
+    if np.any(np.asarray(values) < 0):
+        with pytest.raises(RuntimeError, match="x must be non-negative"):
+            _jitted(x)
+    else:
+        assert jnp.array_equal(_jitted(x), x)
