@@ -1,1 +1,6 @@
-"""The pytreemod benchmark suite: run it with `python -m benchmarks`."""
+"""The pytreemod benchmark suite: run it with `python -m benchmarks`.
+
+See README.md beside this file for what each case measures and why.
+"""
+
+from ._cli import main as main
