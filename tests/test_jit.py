@@ -576,3 +576,18 @@ def test_identity_round_trip(tree):
             assert np.array_equal(np.asarray(before), np.asarray(after))
         else:
             assert after is before
+
+
+def test_dunder_call_of_a_module_traces_its_arrays():
+    # Regression: `filter_jit(model.__call__)` got a plain bound method (dunder
+    # methods are not wrapped), so the model's arrays were baked in as
+    # constants instead of traced.
+    class Scale(eqx.Module):
+        factor: jax.Array
+
+        def __call__(self, x):
+            return self.factor * x
+
+    jitted = eqx.filter_jit(Scale(jnp.array(2.0)).__call__)
+    assert jax.tree_util.tree_leaves(jitted) == [jnp.array(2.0)]
+    assert float(jitted(jnp.array(3.0))) == 6.0

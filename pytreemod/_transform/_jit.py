@@ -28,6 +28,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 import jax
 from typing_extensions import ParamSpec
 
+from .._module._module import BoundMethod, Module
 from ._caches import track
 from ._retrace import TraceHistory, TraceRecord, describe_difference, top_level_parts
 from ._static import ARRAY, EqKey, find_bad_static, getter, kinds_of, merge_leaves
@@ -684,4 +685,9 @@ def filter_jit(fun: Any = _NO_FUNCTION, /, *, donate: Donate = "none") -> Any:
         return lambda f: filter_jit(f, donate=donate)
     if not callable(fun):
         raise TypeError(_NOT_CALLABLE.format(fun=fun, type_name=type(fun).__name__))
+    if isinstance(fun, types.MethodType) and isinstance(fun.__self__, Module):
+        # `model.__call__` (dunder methods are not wrapped by Module) is a plain
+        # bound method, an opaque leaf; as a `BoundMethod` the model's arrays
+        # are traced instead of baked in as constants.
+        fun = BoundMethod(fun.__func__, fun.__self__)
     return _JitWrapper(fun, _Cache(fun, donate))

@@ -8,6 +8,7 @@ import jax.extend.core
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._module._compat import is_traced_by
 from .._module._is_array import is_inexact_array_like
 from ._filters import _first_mismatch, _is_none, _Static
 
@@ -42,19 +43,6 @@ _SHAPE_MISMATCH = (
     "`filter_jvp`: the tangent of `{path}` has shape {tangent_shape}, but the primal "
     "has shape {primal_shape}; a tangent must have its primal's shape."
 )
-
-
-def _is_traced_by(x: Any, trace: Any) -> bool:
-    """Whether `x` is a tracer of `trace`, the trace of this JVP.
-
-    An output leaf has a tangent exactly when it is: anything else (a constant,
-    a closed-over tracer of an outer `jit` or JVP) does not depend on the
-    perturbed inputs, and gets `None`. JAX has no public way to ask a tracer
-    for its trace, so this reads the tracer's `_trace` attribute; should that
-    go away, every tracer counts as perturbed, and such leaves get zero
-    tangents instead of `None`.
-    """
-    return isinstance(x, jax.core.Tracer) and getattr(x, "_trace", trace) is trace
 
 
 def _describe_leaf(x: Any) -> str:
@@ -174,7 +162,9 @@ def filter_jvp(
         out_leaves, out_def = jtu.tree_flatten(out)
         traced, kept = [], []
         for x in out_leaves:
-            if _is_traced_by(x, this_trace):
+            # An output leaf has a tangent exactly when it is traced by this
+            # JVP; constants and outer tracers get `None`.
+            if is_traced_by(x, this_trace):
                 traced.append(x)
                 kept.append(None)
             else:
