@@ -6,12 +6,10 @@ before JAX starts; each prints one JSON line that the tests below read.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from _helpers import run_on_cpu_devices
 
 _SCRIPT = textwrap.dedent(
     """
@@ -116,18 +114,7 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, dict]:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-        "JAX_PLATFORMS": "cpu",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_on_cpu_devices(_SCRIPT, 8, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line]
     return {line["name"]: line for line in lines}

@@ -3,20 +3,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import pytest
+from _helpers import Counter
 
 import pytreemod
 from pytreemod.nn import State, StateIndex, delete_init_state, make_with_state
-
-
-class Counter(pytreemod.Module):
-    index: StateIndex
-
-    def __init__(self):
-        self.index = StateIndex(jnp.array(0.0))
-
-    def __call__(self, x, state):
-        count = state.get(self.index)
-        return x + count, state.set(self.index, count + 1)
 
 
 class PostInitCounter(pytreemod.Module):

@@ -5,14 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import rng_array
 
 import pytreemod as eqx
 
 KEY = jax.random.key(0)
-
-
-def _rng_array(shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def _project(linear, x, heads):
@@ -59,9 +56,9 @@ CUSTOM = {
 
 def _inputs(mha, q_len=4, kv_len=5):
     return (
-        _rng_array((q_len, mha.query_size), 1),
-        _rng_array((kv_len, mha.key_size), 2),
-        _rng_array((kv_len, mha.value_size), 3),
+        rng_array((q_len, mha.query_size), 1),
+        rng_array((kv_len, mha.key_size), 2),
+        rng_array((kv_len, mha.value_size), 3),
     )
 
 
@@ -176,7 +173,7 @@ def test_process_heads_sees_the_heads_and_may_change_them():
 
 def test_gradients_are_finite_and_it_works_under_filter_jit_and_filter_vmap():
     mha = eqx.nn.MultiheadAttention(2, 4, dropout_p=0.2, key=KEY)
-    batch = _rng_array((3, 5, 4))
+    batch = rng_array((3, 5, 4))
     keys = jax.random.split(jax.random.key(1), 3)
 
     @eqx.filter_jit

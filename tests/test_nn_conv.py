@@ -7,26 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import random_layer
 
 import pytreemod as eqx
 
 KEY = jax.random.key(0)
-
-
-def _random_layer(make):
-    """The layer `make()` builds, with its arrays drawn from NumPy instead.
-
-    Running a layer's initialiser compiles `jax.random.uniform` once per
-    parameter shape, which dominates the time of these tests; the value tests
-    need some parameters, not those, so they build the layer abstractly
-    (`jax.eval_shape`) and fill in its arrays. The initialiser has its own
-    tests.
-    """
-    rng = np.random.default_rng(0)
-    return jax.tree_util.tree_map(
-        lambda s: jnp.asarray(rng.uniform(-0.5, 0.5, s.shape).astype(s.dtype)),
-        jax.eval_shape(make),
-    )
 
 
 NUMPY_MODE = {
@@ -116,7 +101,7 @@ def _input(conv, size=7):
 @pytest.mark.parametrize("case", CASES)
 def test_conv_matches_a_numpy_loop(case):
     *args, mode = case
-    conv = _random_layer(lambda: eqx.nn.Conv(*args, padding_mode=mode, key=KEY))
+    conv = random_layer(lambda: eqx.nn.Conv(*args, padding_mode=mode, key=KEY))
     x = _input(conv)
     expected = numpy_conv(
         x,
@@ -134,7 +119,7 @@ def test_conv_matches_a_numpy_loop(case):
 
 
 def test_conv_eagerly_equals_conv_under_jit():
-    conv = _random_layer(
+    conv = random_layer(
         lambda: eqx.nn.Conv1d(2, 3, 3, padding="SAME", padding_mode="CIRCULAR", key=KEY)
     )
     x = _input(conv)
@@ -146,7 +131,7 @@ def test_conv_eagerly_equals_conv_under_jit():
     [(1, "SAME", "ZEROS"), (2, 1, "CIRCULAR"), (3, [(1, 0), (0, 1), (2, 2)], "ZEROS")],
 )
 def test_conv_matches_lax_conv_general_dilated(n, padding, mode):
-    conv = _random_layer(
+    conv = random_layer(
         lambda: eqx.nn.Conv(
             n, 4, 6, 3, 2, padding, 1, 2, padding_mode=mode, key=KEY, use_bias=False
         )
@@ -186,8 +171,8 @@ def test_conv_matches_lax_conv_general_dilated(n, padding, mode):
     ],
 )
 def test_dimension_specific_classes_equal_conv(cls, n, kwargs):
-    conv = _random_layer(lambda: cls(2, 3, 3, key=KEY, **kwargs))
-    generic = _random_layer(lambda: eqx.nn.Conv(n, 2, 3, 3, key=KEY, **kwargs))
+    conv = random_layer(lambda: cls(2, 3, 3, key=KEY, **kwargs))
+    generic = random_layer(lambda: eqx.nn.Conv(n, 2, 3, 3, key=KEY, **kwargs))
     assert conv.num_spatial_dims == n
     x = _input(conv, size=4)
     np.testing.assert_array_equal(jax.jit(conv)(x), jax.jit(generic)(x))
@@ -236,7 +221,7 @@ def test_dtype_sets_the_parameter_and_output_dtype(dtype):
 
 
 def test_gradients_are_finite_and_nonzero():
-    conv = _random_layer(
+    conv = random_layer(
         lambda: eqx.nn.Conv2d(2, 3, 3, padding=1, padding_mode="REFLECT", key=KEY)
     )
     x = jnp.ones((2, 4, 4))
@@ -252,7 +237,7 @@ def test_gradients_are_finite_and_nonzero():
 
 
 def test_works_under_filter_jit_and_filter_vmap():
-    conv = _random_layer(
+    conv = random_layer(
         lambda: eqx.nn.Conv2d(2, 3, 3, stride=2, padding="SAME", key=KEY)
     )
     batch = jax.random.normal(jax.random.key(3), (4, 2, 5, 5))
@@ -265,7 +250,7 @@ def test_works_under_filter_jit_and_filter_vmap():
 
 
 def test_is_a_pytree_with_static_configuration():
-    conv = _random_layer(lambda: eqx.nn.Conv2d(2, 3, 3, key=KEY))
+    conv = random_layer(lambda: eqx.nn.Conv2d(2, 3, 3, key=KEY))
     leaves, treedef = jax.tree_util.tree_flatten(conv)
     assert [leaf.shape for leaf in leaves] == [(3, 2, 3, 3), (3, 1, 1)]
     rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
@@ -273,7 +258,7 @@ def test_is_a_pytree_with_static_configuration():
 
 
 def test_prints_readably():
-    text = repr(_random_layer(lambda: eqx.nn.Conv2d(2, 3, 3, key=KEY)))
+    text = repr(random_layer(lambda: eqx.nn.Conv2d(2, 3, 3, key=KEY)))
     assert text.startswith("Conv2d(")
     assert "weight=f32[3,2,3,3]" in text
     assert "bias=f32[3,1,1]" in text
@@ -294,13 +279,13 @@ def test_prints_readably():
     ],
 )
 def test_bad_input_shapes_name_the_layer_and_both_shapes(shape, match):
-    conv = _random_layer(lambda: eqx.nn.Conv2d(2, 3, 3, key=KEY))
+    conv = random_layer(lambda: eqx.nn.Conv2d(2, 3, 3, key=KEY))
     with pytest.raises(ValueError, match=match):
         conv(jnp.ones(shape))
 
 
 def test_bad_input_dtype_says_how_to_fix_it():
-    conv = _random_layer(lambda: eqx.nn.Conv1d(2, 3, 3, key=KEY))
+    conv = random_layer(lambda: eqx.nn.Conv1d(2, 3, 3, key=KEY))
     with pytest.raises(TypeError, match=r"dtype int32 but the weights are float32"):
         conv(jnp.ones((2, 5), jnp.int32))
 

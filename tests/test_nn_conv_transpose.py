@@ -6,32 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import random_layer, rng_array
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import pytreemod as eqx
 
 KEY = jax.random.key(0)
-
-
-def _random_layer(make):
-    """The layer `make()` builds, with its arrays drawn from NumPy instead.
-
-    Running a layer's initialiser compiles `jax.random.uniform` once per
-    parameter shape, which dominates the time of these tests; the value tests
-    need some parameters, not those, so they build the layer abstractly
-    (`jax.eval_shape`) and fill in its arrays. The initialiser has its own
-    tests.
-    """
-    rng = np.random.default_rng(0)
-    return jax.tree_util.tree_map(
-        lambda s: jnp.asarray(rng.uniform(-0.5, 0.5, s.shape).astype(s.dtype)),
-        jax.eval_shape(make),
-    )
-
-
-def _rng_array(shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def _output_padding_for(size, k, s, d, padding):
@@ -64,7 +45,7 @@ def _adjoint_pair(conv, transpose, x, y):
 
 def _check_adjoint(n, size, channels, kernel, stride, padding, dilation, groups, mode):
     cin, cout = channels
-    conv = _random_layer(
+    conv = random_layer(
         lambda: eqx.nn.Conv(
             n, cin, cout, kernel, stride, padding, dilation, groups,
             use_bias=False, padding_mode=mode, key=KEY,
@@ -86,8 +67,8 @@ def _check_adjoint(n, size, channels, kernel, stride, padding, dilation, groups,
     transpose = eqx.tree_at(
         lambda t: t.weight, transpose, _transpose_weight(conv.weight, groups)
     )
-    x = _rng_array((cin,) + (size,) * n)
-    y = _rng_array(jax.eval_shape(conv, x).shape, seed=1)
+    x = rng_array((cin,) + (size,) * n)
+    y = rng_array(jax.eval_shape(conv, x).shape, seed=1)
     expected, out = _adjoint_pair(conv, transpose, x, y)
     assert out.shape == x.shape
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
@@ -166,12 +147,12 @@ def numpy_conv_transpose(x, weight, stride, pads, dilation, out_size, groups):
 def test_matches_a_numpy_scatter_loop(
     stride, padding, output_padding, dilation, groups, expected_size
 ):
-    layer = _random_layer(
+    layer = random_layer(
         lambda: eqx.nn.ConvTranspose1d(
             4, 2, 3, stride, output_padding, [padding], dilation, groups, key=KEY
         )
     )
-    x = _rng_array((4, 5))
+    x = rng_array((4, 5))
     out = jax.jit(layer)(x)
     assert out.shape == (2, expected_size)
     expected = numpy_conv_transpose(
@@ -242,12 +223,12 @@ def test_dtype_and_use_bias():
 
 
 def test_gradients_are_finite_and_it_works_under_filter_jit_and_filter_vmap():
-    layer = _random_layer(
+    layer = random_layer(
         lambda: eqx.nn.ConvTranspose2d(
             2, 3, 3, stride=2, padding="SAME", padding_mode="CIRCULAR", key=KEY
         )
     )
-    batch = _rng_array((3, 2, 4, 4))
+    batch = rng_array((3, 2, 4, 4))
 
     @eqx.filter_jit
     @eqx.filter_value_and_grad
@@ -265,7 +246,7 @@ def test_gradients_are_finite_and_it_works_under_filter_jit_and_filter_vmap():
 
 def test_prints_readably():
     text = repr(
-        _random_layer(
+        random_layer(
             lambda: eqx.nn.ConvTranspose1d(2, 3, 3, stride=2, output_padding=1, key=KEY)
         )
     )
@@ -285,13 +266,13 @@ def test_prints_readably():
     ],
 )
 def test_bad_input_shapes_name_the_layer_and_both_shapes(shape, match):
-    layer = _random_layer(lambda: eqx.nn.ConvTranspose1d(2, 3, 3, key=KEY))
+    layer = random_layer(lambda: eqx.nn.ConvTranspose1d(2, 3, 3, key=KEY))
     with pytest.raises(ValueError, match=match):
         layer(jnp.ones(shape))
 
 
 def test_an_empty_output_is_refused():
-    layer = _random_layer(lambda: eqx.nn.ConvTranspose1d(1, 1, 1, padding=2, key=KEY))
+    layer = random_layer(lambda: eqx.nn.ConvTranspose1d(1, 1, 1, padding=2, key=KEY))
     with pytest.raises(ValueError, match=r"has size 2, which gives an output of size"):
         layer(jnp.ones((1, 2)))
 

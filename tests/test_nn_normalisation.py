@@ -12,6 +12,13 @@ import pytreemod as ptm
 
 EPS = 1e-5
 
+# Each norm with affine parameters, and an input shape it takes.
+NORMS_AND_INPUT_SHAPES = [
+    (ptm.nn.LayerNorm(3), (3,)),
+    (ptm.nn.RMSNorm(3), (3,)),
+    (ptm.nn.GroupNorm(1, 3), (3, 2)),
+]
+
 
 def _numpy_layer_norm(x, weight, bias):
     x = np.asarray(x, np.float64)
@@ -117,14 +124,7 @@ def test_without_affine_parameters(norm):
     np.testing.assert_allclose(norm(x), expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "norm, shape",
-    [
-        (ptm.nn.LayerNorm(3), (3,)),
-        (ptm.nn.RMSNorm(3), (3,)),
-        (ptm.nn.GroupNorm(1, 3), (3, 2)),
-    ],
-)
+@pytest.mark.parametrize("norm, shape", NORMS_AND_INPUT_SHAPES)
 def test_half_precision_input_keeps_its_dtype(norm, shape):
     x = jnp.arange(float(np.prod(shape))).reshape(shape).astype(jnp.bfloat16)
     y = norm(x)
@@ -174,14 +174,7 @@ def test_sequential_calls_them_without_a_state():
     assert model(jnp.array([1.0, 2.0, 3.0])).shape == (3,)
 
 
-@pytest.mark.parametrize(
-    "norm, shape",
-    [
-        (ptm.nn.LayerNorm(3), (3,)),
-        (ptm.nn.RMSNorm(3), (3,)),
-        (ptm.nn.GroupNorm(1, 3), (3, 2)),
-    ],
-)
+@pytest.mark.parametrize("norm, shape", NORMS_AND_INPUT_SHAPES)
 def test_gradients_finite(norm, shape):
     x = jnp.arange(float(np.prod(shape))).reshape(shape)
     grads = ptm.filter_grad(lambda m, x: jnp.sum(m(x) ** 3))(norm, x)

@@ -7,12 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import rng_array
 
 import pytreemod as eqx
-
-
-def _rng_array(shape, seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
 def numpy_pool(x, kind, kernel, stride, pads, use_ceil):
@@ -68,7 +65,7 @@ def test_pools_match_a_numpy_loop(case, kind):
     n, kernel, stride, padding, use_ceil, spatial = case
     cls = getattr(eqx.nn, f"{'MaxPool' if kind == 'max' else 'AvgPool'}{n}d")
     pool = cls(kernel, stride, padding, use_ceil)
-    x = _rng_array((2, *spatial))
+    x = rng_array((2, *spatial))
     out = jax.jit(pool)(x)
     expected = numpy_pool(
         x, kind, pool.kernel_size, pool.stride, pool.padding, use_ceil
@@ -121,7 +118,7 @@ def test_gradients_are_finite_and_flow_to_the_maxima():
 
 
 def test_work_under_filter_jit_and_filter_vmap():
-    batch = _rng_array((3, 2, 6, 6))
+    batch = rng_array((3, 2, 6, 6))
     model = (eqx.nn.MaxPool2d(2, 2), eqx.nn.AdaptiveAvgPool2d(2))
 
     @eqx.filter_jit
@@ -201,7 +198,7 @@ def numpy_adaptive_pool(x, target, reduce):
 )
 def test_adaptive_pools_match_numpy(n, target, spatial, kind):
     pool = getattr(eqx.nn, f"Adaptive{kind}Pool{n}d")(target)
-    x = _rng_array((2, *spatial))
+    x = rng_array((2, *spatial))
     out = jax.jit(pool)(x)
     expected = numpy_adaptive_pool(
         x, pool.target_shape, np.mean if kind == "Avg" else np.max
@@ -219,7 +216,7 @@ def test_generic_adaptive_pool_with_a_custom_reduction():
 
 
 def test_adaptive_avg_pool_equals_avg_pool_when_the_size_divides():
-    x = _rng_array((3, 8, 6))
+    x = rng_array((3, 8, 6))
     np.testing.assert_allclose(
         eqx.nn.AdaptiveAvgPool2d((4, 2))(x),
         eqx.nn.AvgPool2d((2, 3), stride=(2, 3))(x),
@@ -229,7 +226,7 @@ def test_adaptive_avg_pool_equals_avg_pool_when_the_size_divides():
 
 
 def test_adaptive_pool_gradients_are_finite():
-    x = jnp.asarray(_rng_array((1, 5)))
+    x = jnp.asarray(rng_array((1, 5)))
     grad = jax.grad(lambda x: eqx.nn.AdaptiveAvgPool1d(2)(x).sum())(x)
     np.testing.assert_allclose(grad, [[1 / 3, 1 / 3, 1 / 3, 1 / 2, 1 / 2]], rtol=1e-6)
 
@@ -244,7 +241,7 @@ def test_max_pool_is_differentiable_under_jit_and_vmap():
     def grad(x):
         return jax.grad(lambda x: eqx.filter_vmap(pool)(x).sum())(x)
 
-    g = grad(jnp.asarray(_rng_array((2, 1, 3, 3))))
+    g = grad(jnp.asarray(rng_array((2, 1, 3, 3))))
     assert g.shape == (2, 1, 3, 3)
     # Each of the 2 x 2 windows of each example passes gradient 1 to its maximum.
     np.testing.assert_allclose(g.sum(axis=(1, 2, 3)), [4.0, 4.0])

@@ -1,15 +1,13 @@
 """`filter_pmap`. On the test machine's one CPU device, and on four CPU
 devices in a subprocess."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import run_on_cpu_devices
 
 import pytreemod as eqx
 
@@ -194,17 +192,6 @@ _FOUR_DEVICES = textwrap.dedent(
 
 
 def test_on_four_devices_in_a_subprocess():
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=4",
-        JAX_PLATFORMS="cpu",
-    )
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _FOUR_DEVICES],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_on_cpu_devices(_FOUR_DEVICES, 4, python_options=("-W", "error"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -13,7 +13,11 @@ def test_readme_example_trains():
     source = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)[1]
     namespace: dict = {}
     exec(compile(source, "README.md", "exec"), namespace)
-    step, model, opt_state = namespace["step"], namespace["model"], namespace["opt_state"]
+    step, model, opt_state = (
+        namespace["step"],
+        namespace["model"],
+        namespace["opt_state"],
+    )
     x = jax.random.normal(jax.random.key(1), (64, 2))
     y = jnp.sin(x[:, 0]) * x[:, 1]
     # optax's Adam mixes a Python float with an int32 step count, which the

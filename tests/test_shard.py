@@ -1,15 +1,13 @@
 """`filter_shard`. On the test machine's one CPU device, and on eight CPU
 devices in a subprocess."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import run_on_cpu_devices
 from jax.sharding import SingleDeviceSharding
 
 import pytreemod as eqx
@@ -123,17 +121,6 @@ _EIGHT_DEVICES = textwrap.dedent(
 
 
 def test_on_eight_devices_in_a_subprocess():
-    env = dict(
-        os.environ,
-        XLA_FLAGS="--xla_force_host_platform_device_count=8",
-        JAX_PLATFORMS="cpu",
-    )
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", _EIGHT_DEVICES],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_on_cpu_devices(_EIGHT_DEVICES, 8, python_options=("-W", "error"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,17 +13,6 @@ import pytreemod
 from pytreemod.nn import State, StateIndex, make_with_state
 
 STALE = "This State was already used"
-
-
-class Counter(pytreemod.Module):
-    index: StateIndex
-
-    def __init__(self):
-        self.index = StateIndex(jnp.array(0.0))
-
-    def __call__(self, x, state):
-        count = state.get(self.index)
-        return x + count, state.set(self.index, count + 1)
 
 
 class Pair(pytreemod.Module):

@@ -6,14 +6,15 @@ Imported only by a peer builder, which `build_peers` runs inside try/except:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
-from ._models import WIDTH, Params, layer_sizes
+from ._models import WIDTH, Params, canonical_params, layer_sizes, mse
 
 
 class MLP(nnx.Module):
@@ -74,3 +75,30 @@ def linear_answer(layers: Sequence[nnx.Linear]) -> list[Any]:
         for layer in layers
         for a in (jnp.swapaxes(layer.kernel[...], -1, -2), layer.bias[...])
     ]
+
+
+def canonical_model(
+    cls: Callable[[int, nnx.Rngs], Any], depth: int, seed: int = 0
+) -> Any:
+    """`cls(depth, rngs)` (`MLP` or `BatchNormMLP`) holding the canonical
+    params of `seed` in its Linear layers."""
+    model = cls(depth, nnx.Rngs(seed))
+    set_params(model.layers, canonical_params(depth, seed=seed))
+    return model
+
+
+def training_step(
+    model: Any, optimiser: optax.GradientTransformation, x: jax.Array, y: jax.Array
+) -> Callable[[], jax.Array]:
+    """A call that takes one jitted step of `optimiser` on the mean squared
+    error of `model` over `(x, y)`, updating `model` in place, and returns the
+    loss."""
+    optimizer = nnx.Optimizer(model, optimiser, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model: Any, optimizer: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        value, grads = nnx.value_and_grad(lambda m: mse(m(x), y))(model)
+        optimizer.update(model, grads)
+        return value
+
+    return lambda: step(model, optimizer, x, y)

@@ -42,8 +42,7 @@ def _library(name: str, lib: ModuleType, depth: int) -> Contender:
 def _nnx(nnx: ModuleType, depth: int) -> Contender:
     from . import _nnx_models
 
-    model = _nnx_models.MLP(depth, nnx.Rngs(0))
-    _nnx_models.set_params(model.layers, canonical_params(depth))
+    model = _nnx_models.canonical_model(_nnx_models.MLP, depth)
     return contender(
         "nnx",
         lambda: nnx.merge(*nnx.split(model)),

@@ -43,8 +43,7 @@ def _library(name: str, lib: ModuleType, model: Any, x: jax.Array) -> Contender:
 def _nnx(nnx: ModuleType, depth: int, x: jax.Array) -> Contender:
     from . import _nnx_models
 
-    model = _nnx_models.MLP(depth, nnx.Rngs(0))
-    _nnx_models.set_params(model.layers, canonical_params(depth))
+    model = _nnx_models.canonical_model(_nnx_models.MLP, depth)
     jitted = nnx.jit(lambda model, x: model(x))
     return contender("nnx", lambda: jitted(model, x), lambda y: [y])
 

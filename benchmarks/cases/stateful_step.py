@@ -151,24 +151,17 @@ def _floor(model: Any, state: Any, x: jax.Array, y: jax.Array) -> Contender:
 def _nnx(nnx: ModuleType, depth: int, x: jax.Array, y: jax.Array) -> Contender:
     from . import _nnx_models
 
-    model = _nnx_models.BatchNormMLP(depth, nnx.Rngs(0))
-    _nnx_models.set_params(model.layers, canonical_params(depth))
-    optimizer = nnx.Optimizer(model, optimiser(), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model: Any, optimizer: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        value, grads = nnx.value_and_grad(lambda m: mse(m(x), y))(model)
-        optimizer.update(model, grads)
-        return value
+    model = _nnx_models.canonical_model(_nnx_models.BatchNormMLP, depth)
+    step = _nnx_models.training_step(model, optimiser(), x, y)
 
     def result() -> list[Any]:
         # NNX updates in place: the answer is the first step's (see
         # `Contender.result`).
-        value = step(model, optimizer, x, y)
+        value = step()
         norms = [a for n in model.norms for a in (n.scale[...], n.bias[...])]
         return [value, *_nnx_models.linear_answer(model.layers), *norms]
 
-    return Contender("nnx", lambda: step(model, optimizer, x, y), result)
+    return Contender("nnx", step, result)
 
 
 def build(depth: int, peers: Collection[str] = PEERS) -> Setup:

@@ -125,8 +125,7 @@ def _nnx(nnx: ModuleType, depth: int) -> Counted:
 
     pool = []
     for s, x in enumerate(inputs()):
-        model = _nnx_models.MLP(depth, nnx.Rngs(s))
-        _nnx_models.set_params(model.layers, canonical_params(depth, seed=s))
+        model = _nnx_models.canonical_model(_nnx_models.MLP, depth, seed=s)
         pool.append((model, x))
     counted, count = _counting(lambda model, x: model(x))
     return Counted("nnx", nnx.jit(counted), pool, lambda: count[0])

@@ -82,25 +82,12 @@ def _floor(model: Any, x: jax.Array, y: jax.Array) -> Contender:
 def _nnx(nnx: ModuleType, depth: int, x: jax.Array, y: jax.Array) -> Contender:
     from . import _nnx_models
 
-    model = _nnx_models.MLP(depth, nnx.Rngs(0))
-    _nnx_models.set_params(model.layers, canonical_params(depth))
-    optimizer = nnx.Optimizer(model, optimiser(), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model: Any, optimizer: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        value, grads = nnx.value_and_grad(lambda m: mse(m(x), y))(model)
-        optimizer.update(model, grads)
-        return value
-
+    model = _nnx_models.canonical_model(_nnx_models.MLP, depth)
+    step = _nnx_models.training_step(model, optimiser(), x, y)
     # NNX updates the model in place: the answer is the first step's, taken
     # before any timed call (see `Contender.result`).
     return Contender(
-        "nnx",
-        lambda: step(model, optimizer, x, y),
-        lambda: [
-            step(model, optimizer, x, y),
-            *_nnx_models.linear_answer(model.layers),
-        ],
+        "nnx", step, lambda: [step(), *_nnx_models.linear_answer(model.layers)]
     )
 
 

@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
 from .._module._is_array import is_array, is_inexact_array
-from ._filters import _first_mismatch, _is_none, _Static, combine, partition
+from ._filters import _flatten_up_to, _is_none, _Static, combine, partition
 
 __all__ = ["filter_custom_vjp"]
 
@@ -199,20 +199,18 @@ class filter_custom_vjp(Generic[_T]):
         `vjp_arg`, in the structure of `diff`; a `None` in `grads` may stand
         for a whole subtree."""
         grad_leaves, grad_def = jtu.tree_flatten(grads, is_leaf=_is_none)
-        try:
-            grad_def.flatten_up_to(vjp_arg)
-        except ValueError as e:
-            found = _first_mismatch(grads, vjp_arg, _is_none)
-            if found is None:
-                raise
-            path, grad_side, arg_side = found
-            message = _BAD_GRADIENT.format(
+        _flatten_up_to(
+            grad_def,
+            grads,
+            vjp_arg,
+            _is_none,
+            lambda path, grad_side, arg_side: _BAD_GRADIENT.format(
                 name=self._name,
                 path="vjp_arg" + jtu.keystr(path),
                 arg_side=arg_side,
                 grad_side=grad_side,
-            )
-            raise ValueError(message) from e
+            ),
+        )
         diff_parts = grad_def.flatten_up_to(diff)
         kept = [
             jtu.tree_map(lambda _: None, d) if g is None or d is None else g

@@ -110,6 +110,30 @@ def _first_mismatch(
     return None
 
 
+def _flatten_up_to(
+    prefix_def: Any,
+    prefix: Any,
+    full: Any,
+    prefix_is_leaf: Callable[[Any], bool],
+    explain: Callable[[tuple, str, str], str],
+    catch: tuple[type[Exception], ...] = (ValueError,),
+) -> list[Any]:
+    """`prefix_def.flatten_up_to(full)`, where `prefix_def` is the structure
+    of `prefix`, with a clear error when `prefix` is not a prefix of `full`.
+
+    The error is a `ValueError` whose message is `explain(path, prefix_side,
+    full_side)` for the first place they differ (see `_first_mismatch`); an
+    error of a kind in `catch` that no mismatch explains is raised as it is.
+    """
+    try:
+        return prefix_def.flatten_up_to(full)
+    except catch as e:
+        found = _first_mismatch(prefix, full, prefix_is_leaf)
+        if found is None:
+            raise
+        raise ValueError(explain(*found)) from e
+
+
 def _bad_spec_leaf_error(filter_spec: Any, bad: Any) -> ValueError:
     paths = [p for p, leaf in jtu.tree_flatten_with_path(filter_spec)[0] if leaf is bad]
     path = paths[0] if paths else ()
@@ -149,19 +173,17 @@ def _flat_mask(
         # A single spec leaf that was not caught above, e.g. a `functools.partial`.
         mask_tree = _leaf_masks(filter_spec, pytree, is_leaf, filter_spec)
     else:
-        try:
-            subtrees = spec_def.flatten_up_to(pytree)
-        except ValueError as e:
-            found = _first_mismatch(filter_spec, pytree, lambda _: False)
-            if found is None:
-                raise
-            path, spec_side, tree_side = found
-            message = _NOT_A_PREFIX.format(
+        subtrees = _flatten_up_to(
+            spec_def,
+            filter_spec,
+            pytree,
+            lambda _: False,
+            lambda path, spec_side, tree_side: _NOT_A_PREFIX.format(
                 path="pytree" + jtu.keystr(path),
                 spec_side=spec_side,
                 tree_side=tree_side,
-            )
-            raise ValueError(message) from e
+            ),
+        )
         mask_tree = spec_def.unflatten(
             [
                 _leaf_masks(spec, sub, is_leaf, filter_spec)

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 from typing_extensions import ParamSpec
 
 from .._module._field import field
-from .._module._is_array import is_array_like, is_inexact_array
+from .._module._is_array import is_array_like
 from .._module._module import Module
 from .._module._partial import Partial, module_update_wrapper
-from ._filters import combine, partition
+from ._autodiff import check_pair, describe, split_first_argument
 
 __all__ = ["filter_grad", "filter_value_and_grad"]
 
@@ -51,11 +51,10 @@ def _check_value(value: Any, name: str, has_aux: bool) -> None:
     """Raise a clear error if `value` cannot be differentiated."""
     hint = "" if has_aux else _AUX_HINT.format(name=name)
     if not is_array_like(value):
-        got = f"a `{type(value).__name__}`"
-        if isinstance(value, tuple):
-            got += f" of length {len(value)}"
         raise TypeError(
-            _NOT_A_SCALAR.format(name=name, what="array", got=got, hint=hint)
+            _NOT_A_SCALAR.format(
+                name=name, what="array", got=describe(value), hint=hint
+            )
         )
     shape = jnp.shape(value)
     if shape != ():
@@ -94,22 +93,13 @@ class _ValueAndGrad(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = "filter_value_and_grad" if self._with_value else "filter_grad"
-        if not args:
-            got = "keyword arguments only" if kwargs else "no arguments"
-            raise TypeError(_NO_ARGUMENT.format(name=name, got=got))
-        x, *rest = args
-        fun = self._fun
+        diff_x, call = split_first_argument(self._fun, args, kwargs, _NO_ARGUMENT, name)
         has_aux = self._has_aux
-        diff_x, nondiff_x = partition(x, is_inexact_array)
 
         def differentiable(diff: Any) -> Any:
-            out = fun(combine(diff, nondiff_x), *rest, **kwargs)
+            out = call(diff)
             if has_aux:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    got = f"a `{type(out).__name__}`"
-                    if isinstance(out, tuple):
-                        got += f" of length {len(out)}"
-                    raise TypeError(_NOT_A_PAIR.format(name=name, got=got))
+                check_pair(out, _NOT_A_PAIR, name=name)
                 _check_value(out[0], name, has_aux)
             else:
                 _check_value(out, name, has_aux)

@@ -7,8 +7,9 @@ from typing import Any
 import jax
 
 from .._module._field import field
-from .._module._is_array import is_array, is_inexact_array
+from .._module._is_array import is_array
 from .._module._module import Module
+from ._autodiff import check_pair, split_first_argument
 from ._filters import _Static, combine, partition
 
 __all__ = ["filter_hessian", "filter_jacfwd", "filter_jacrev"]
@@ -40,23 +41,14 @@ class _Jacobian(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = "filter_jacrev" if self.reverse else "filter_jacfwd"
-        if not args:
-            got = "keyword arguments only" if kwargs else "no arguments"
-            raise TypeError(_NO_ARGUMENT.format(name=name, got=got))
-        x, *rest = args
-        fun = self.fun
+        diff_x, call = split_first_argument(self.fun, args, kwargs, _NO_ARGUMENT, name)
         has_aux = self.has_aux
-        diff_x, nondiff_x = partition(x, is_inexact_array)
 
         def differentiable(diff: Any) -> Any:
-            out = fun(combine(diff, nondiff_x), *rest, **kwargs)
+            out = call(diff)
             if not has_aux:
                 return out, None
-            if not (isinstance(out, tuple) and len(out) == 2):
-                got = f"a `{type(out).__name__}`"
-                if isinstance(out, tuple):
-                    got += f" of length {len(out)}"
-                raise TypeError(_NOT_A_PAIR.format(name=name, got=got))
+            check_pair(out, _NOT_A_PAIR, name=name)
             out, aux = out
             # JAX wants array outputs only; the rest of `aux` goes round.
             aux_arrays, aux_rest = partition(aux, is_array)

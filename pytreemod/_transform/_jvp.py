@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 
 from .._module._compat import is_traced_by
 from .._module._is_array import is_inexact_array_like
-from ._filters import _first_mismatch, _is_none, _Static
+from ._filters import _flatten_up_to, _is_none, _Static
 
 __all__ = ["filter_jvp"]
 
@@ -56,20 +56,17 @@ def _check_tangents(
 ) -> list[Any]:
     """Flatten `tangents` like `primals` and check each tangent against its
     primal, raising errors that name the offending argument."""
-    try:
-        tangent_leaves = treedef.flatten_up_to(tangents)
-    except ValueError as e:
-        found = _first_mismatch(primals, tangents, _is_none)
-        if found is None:
-            raise
-        path, primal_side, tangent_side = found
-        raise ValueError(
-            _STRUCTURE_MISMATCH.format(
-                path="primals" + jtu.keystr(path),
-                primal_side=primal_side,
-                tangent_side=tangent_side,
-            )
-        ) from e
+    tangent_leaves = _flatten_up_to(
+        treedef,
+        primals,
+        tangents,
+        _is_none,
+        lambda path, primal_side, tangent_side: _STRUCTURE_MISMATCH.format(
+            path="primals" + jtu.keystr(path),
+            primal_side=primal_side,
+            tangent_side=tangent_side,
+        ),
+    )
     for i, (p, t) in enumerate(zip(primal_leaves, tangent_leaves, strict=True)):
         if t is None:
             continue

@@ -7,7 +7,7 @@ import jax
 import jax.tree_util as jtu
 
 from .._module._is_array import is_array
-from ._filters import _first_mismatch
+from ._filters import _flatten_up_to
 
 __all__ = ["filter_shard"]
 
@@ -43,18 +43,16 @@ def _resolve_shardings(spec: Any, x: Any) -> list[Any]:
                     got=leaf, type=type(leaf).__name__, path=jtu.keystr(path)
                 )
             )
-    try:
-        subtrees = spec_def.flatten_up_to(x)
-    except (ValueError, TypeError) as e:
-        found = _first_mismatch(spec, x, _is_sharding_leaf)
-        if found is None:
-            raise
-        path, spec_side, tree_side = found
-        raise ValueError(
-            _NOT_A_PREFIX.format(
-                path=jtu.keystr(path), spec_side=spec_side, tree_side=tree_side
-            )
-        ) from e
+    subtrees = _flatten_up_to(
+        spec_def,
+        spec,
+        x,
+        _is_sharding_leaf,
+        lambda path, spec_side, tree_side: _NOT_A_PREFIX.format(
+            path=jtu.keystr(path), spec_side=spec_side, tree_side=tree_side
+        ),
+        catch=(ValueError, TypeError),
+    )
     shardings = []
     for (_, leaf), subtree in zip(spec_leaves, subtrees, strict=True):
         if isinstance(leaf, jax.Device):

@@ -4,7 +4,7 @@ from typing import Any
 
 import jax.tree_util as jtu
 
-from ._filters import _first_mismatch, _is_none
+from ._filters import _flatten_up_to, _is_none
 
 __all__ = ["apply_updates"]
 
@@ -54,19 +54,17 @@ def apply_updates(model: Any, updates: Any) -> Any:
         (Array([1.5, 1.5], dtype=float32), True)
     """
     update_leaves, treedef = jtu.tree_flatten(updates, is_leaf=_is_none)
-    try:
-        model_parts = treedef.flatten_up_to(model)
-    except ValueError as e:
-        found = _first_mismatch(updates, model, _is_none)
-        if found is None:
-            raise
-        path, update_side, model_side = found
-        message = _MISMATCH.format(
+    model_parts = _flatten_up_to(
+        treedef,
+        updates,
+        model,
+        _is_none,
+        lambda path, update_side, model_side: _MISMATCH.format(
             path="model" + jtu.keystr(path),
             model_side=model_side,
             update_side=update_side,
-        )
-        raise ValueError(message) from e
+        ),
+    )
     return treedef.unflatten(
         [_add(u, m) for u, m in zip(update_leaves, model_parts, strict=True)]
     )

@@ -6,6 +6,7 @@ from typing import Any
 import jax
 
 from .._module._is_array import is_inexact_array
+from ._autodiff import check_pair
 from ._filters import combine, partition
 
 __all__ = ["filter_vjp"]
@@ -60,11 +61,7 @@ def filter_vjp(fun: Callable[..., Any], *primals: Any, has_aux: bool = False) ->
         out = fun(*combine(diff_primals, nondiff))
         aux = None
         if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                got = f"a `{type(out).__name__}`"
-                if isinstance(out, tuple):
-                    got += f" of length {len(out)}"
-                raise TypeError(_NOT_A_PAIR.format(got=got))
+            check_pair(out, _NOT_A_PAIR)
             out, aux = out
         diff_out, nondiff_out = partition(out, is_inexact_array)
         return diff_out, (nondiff_out, aux)

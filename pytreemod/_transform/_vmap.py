@@ -27,7 +27,7 @@ import jax.tree_util as jtu
 from .._module._is_array import is_array, is_array_like
 from .._module._module import Module
 from .._module._partial import Partial, module_update_wrapper
-from ._filters import _first_mismatch
+from ._filters import _flatten_up_to, _is_none
 
 __all__ = ["filter_vmap", "if_array"]
 
@@ -140,10 +140,6 @@ class if_array:  # lower case, as in Equinox: it is used like a function
         return self.axis if is_array(x) else None
 
 
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
 def _is_axis(x: Any) -> bool:
     return x is None or (isinstance(x, int) and not isinstance(x, bool))
 
@@ -169,6 +165,14 @@ def _leaf_path(tree: Any, index: int, root: str) -> str:
     return root + jtu.keystr(path)
 
 
+def _not_an_array(what: str, path: str, axis: int, leaf: Any) -> ValueError:
+    """The error for the leaf at `path`, which `what` maps over `axis` but
+    which is not an array."""
+    return ValueError(
+        _NOT_AN_ARRAY.format(what=what, path=path, axis=axis, type=type(leaf).__name__)
+    )
+
+
 def resolve_axes(spec: Any, tree: Any, what: str, root: str) -> list[int | None]:
     """Give every leaf of `tree` (in `jtu.tree_leaves` order) its axis from
     the prefix `spec`, calling callable spec leaves on each leaf below them.
@@ -177,23 +181,20 @@ def resolve_axes(spec: Any, tree: Any, what: str, root: str) -> list[int | None]
     error messages.
     """
     spec_leaves, spec_def = jtu.tree_flatten(spec, is_leaf=_is_none)
-    try:
-        subtrees = spec_def.flatten_up_to(tree)
-    except (ValueError, TypeError) as e:
-        found = _first_mismatch(spec, tree, _is_none)
-        if found is None:
-            raise
-        path, spec_side, tree_side = found
-        whose = "arguments" if root == "args" else "outputs"
-        raise ValueError(
-            _NOT_A_PREFIX.format(
-                what=what,
-                whose=whose,
-                path=root + jtu.keystr(path),
-                spec_side=spec_side,
-                tree_side=tree_side,
-            )
-        ) from e
+    subtrees = _flatten_up_to(
+        spec_def,
+        spec,
+        tree,
+        _is_none,
+        lambda path, spec_side, tree_side: _NOT_A_PREFIX.format(
+            what=what,
+            whose="arguments" if root == "args" else "outputs",
+            path=root + jtu.keystr(path),
+            spec_side=spec_side,
+            tree_side=tree_side,
+        ),
+        catch=(ValueError, TypeError),
+    )
     axes: list[int | None] = []
     for axis_spec, subtree in zip(spec_leaves, subtrees, strict=True):
         leaves = jtu.tree_leaves(subtree)
@@ -230,14 +231,8 @@ def check_mapped_leaves(
         if axis is None:
             continue
         if not is_array(leaf):
-            raise ValueError(
-                _NOT_AN_ARRAY.format(
-                    what="in_axes",
-                    path=_leaf_path(tree, index, "args"),
-                    axis=axis,
-                    type=type(leaf).__name__,
-                )
-            )
+            path = _leaf_path(tree, index, "args")
+            raise _not_an_array("in_axes", path, axis, leaf)
         if not -leaf.ndim <= axis < leaf.ndim:
             raise ValueError(
                 _AXIS_OUT_OF_RANGE.format(
@@ -301,14 +296,8 @@ def split_output(out: Any, out_axes: Any) -> tuple[list, list, list, list, Any]:
     for index, (leaf, axis) in enumerate(zip(leaves, axes, strict=True)):
         if axis is not None:
             if not is_array_like(leaf):
-                raise ValueError(
-                    _NOT_AN_ARRAY.format(
-                        what="out_axes",
-                        path=_leaf_path(out, index, "output"),
-                        axis=axis,
-                        type=type(leaf).__name__,
-                    )
-                )
+                path = _leaf_path(out, index, "output")
+                raise _not_an_array("out_axes", path, axis, leaf)
             mapped.append(leaf)
             static.append(None)
         elif is_array(leaf):
