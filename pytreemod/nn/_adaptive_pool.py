@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from .._module._abstract import AbstractClassVar
 from .._module._field import field
 from .._module._module import Module
 from ._conv import as_tuple, check_channels_first
@@ -103,11 +104,31 @@ class AdaptivePool(Module):
         return x
 
 
-class AdaptiveAvgPool1d(AdaptivePool):
+class _AdaptiveAvgPool(AdaptivePool):
+    """`AdaptivePool` with `operation=jnp.mean` and `num_spatial_dims` fixed by
+    the subclass: the base of `AdaptiveAvgPool1d`-`3d`."""
+
+    _num_spatial_dims: AbstractClassVar[int]
+
+    def __init__(self, target_shape: int | Sequence[int]):
+        super().__init__(target_shape, self._num_spatial_dims, jnp.mean)
+
+
+class _AdaptiveMaxPool(AdaptivePool):
+    """`AdaptivePool` with `operation=jnp.max` and `num_spatial_dims` fixed by
+    the subclass: the base of `AdaptiveMaxPool1d`-`3d`."""
+
+    _num_spatial_dims: AbstractClassVar[int]
+
+    def __init__(self, target_shape: int | Sequence[int]):
+        super().__init__(target_shape, self._num_spatial_dims, jnp.max)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPool):
     """Average-pool `(channels, length)` to `(channels, target_shape)`.
 
-    Args:
-        target_shape: the output length (an int, or a sequence of one int).
+    `AdaptivePool` with `num_spatial_dims=1` and `operation=jnp.mean`;
+    `target_shape` is the output length: an int, or a sequence of one int.
 
     Example:
         >>> import jax.numpy as jnp
@@ -116,16 +137,15 @@ class AdaptiveAvgPool1d(AdaptivePool):
         Array([[1., 4.]], dtype=float32)
     """
 
-    def __init__(self, target_shape: int | Sequence[int]):
-        super().__init__(target_shape, num_spatial_dims=1, operation=jnp.mean)
+    _num_spatial_dims = 1
 
 
-class AdaptiveAvgPool2d(AdaptivePool):
+class AdaptiveAvgPool2d(_AdaptiveAvgPool):
     """Average-pool `(channels, height, width)` to `(channels, *target_shape)`.
 
-    Args:
-        target_shape: the output's spatial shape (an int for both dimensions,
-            or two ints).
+    `AdaptivePool` with `num_spatial_dims=2` and `operation=jnp.mean`;
+    `target_shape` is the output's spatial shape: an int for both dimensions, or
+    two ints.
 
     Example:
         >>> import jax.numpy as jnp
@@ -134,17 +154,16 @@ class AdaptiveAvgPool2d(AdaptivePool):
         Array([[[2.5, 4.5]]], dtype=float32)
     """
 
-    def __init__(self, target_shape: int | Sequence[int]):
-        super().__init__(target_shape, num_spatial_dims=2, operation=jnp.mean)
+    _num_spatial_dims = 2
 
 
-class AdaptiveAvgPool3d(AdaptivePool):
+class AdaptiveAvgPool3d(_AdaptiveAvgPool):
     """Average-pool `(channels, depth, height, width)` to
     `(channels, *target_shape)`.
 
-    Args:
-        target_shape: the output's spatial shape (an int for all three
-            dimensions, or three ints).
+    `AdaptivePool` with `num_spatial_dims=3` and `operation=jnp.mean`;
+    `target_shape` is the output's spatial shape: an int for all three
+    dimensions, or three ints.
 
     Example:
         >>> import jax.numpy as jnp
@@ -153,15 +172,14 @@ class AdaptiveAvgPool3d(AdaptivePool):
         (2, 1, 1, 1)
     """
 
-    def __init__(self, target_shape: int | Sequence[int]):
-        super().__init__(target_shape, num_spatial_dims=3, operation=jnp.mean)
+    _num_spatial_dims = 3
 
 
-class AdaptiveMaxPool1d(AdaptivePool):
+class AdaptiveMaxPool1d(_AdaptiveMaxPool):
     """Max-pool `(channels, length)` to `(channels, target_shape)`.
 
-    Args:
-        target_shape: the output length (an int, or a sequence of one int).
+    `AdaptivePool` with `num_spatial_dims=1` and `operation=jnp.max`;
+    `target_shape` is the output length: an int, or a sequence of one int.
 
     Example:
         >>> import jax.numpy as jnp
@@ -170,16 +188,15 @@ class AdaptiveMaxPool1d(AdaptivePool):
         Array([[3., 5.]], dtype=float32)
     """
 
-    def __init__(self, target_shape: int | Sequence[int]):
-        super().__init__(target_shape, num_spatial_dims=1, operation=jnp.max)
+    _num_spatial_dims = 1
 
 
-class AdaptiveMaxPool2d(AdaptivePool):
+class AdaptiveMaxPool2d(_AdaptiveMaxPool):
     """Max-pool `(channels, height, width)` to `(channels, *target_shape)`.
 
-    Args:
-        target_shape: the output's spatial shape (an int for both dimensions,
-            or two ints).
+    `AdaptivePool` with `num_spatial_dims=2` and `operation=jnp.max`;
+    `target_shape` is the output's spatial shape: an int for both dimensions, or
+    two ints.
 
     Example:
         >>> import jax.numpy as jnp
@@ -189,17 +206,16 @@ class AdaptiveMaxPool2d(AdaptivePool):
                [[7.]]], dtype=float32)
     """
 
-    def __init__(self, target_shape: int | Sequence[int]):
-        super().__init__(target_shape, num_spatial_dims=2, operation=jnp.max)
+    _num_spatial_dims = 2
 
 
-class AdaptiveMaxPool3d(AdaptivePool):
+class AdaptiveMaxPool3d(_AdaptiveMaxPool):
     """Max-pool `(channels, depth, height, width)` to
     `(channels, *target_shape)`.
 
-    Args:
-        target_shape: the output's spatial shape (an int for all three
-            dimensions, or three ints).
+    `AdaptivePool` with `num_spatial_dims=3` and `operation=jnp.max`;
+    `target_shape` is the output's spatial shape: an int for all three
+    dimensions, or three ints.
 
     Example:
         >>> import jax.numpy as jnp
@@ -208,5 +224,4 @@ class AdaptiveMaxPool3d(AdaptivePool):
         (2, 1, 2, 2)
     """
 
-    def __init__(self, target_shape: int | Sequence[int]):
-        super().__init__(target_shape, num_spatial_dims=3, operation=jnp.max)
+    _num_spatial_dims = 3

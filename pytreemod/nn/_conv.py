@@ -1,10 +1,11 @@
 """`Conv` and `Conv1d`/`Conv2d`/`Conv3d`: N-dimensional convolution layers.
 
-This file also holds the argument parsing and input checks that the
-transposed convolutions and the pools share (`as_tuple`, `parse_padding`,
-`check_channels_first`, ...).
+This file also holds what the transposed convolutions share with them (the
+base class `_AbstractConv`), and the argument parsing and input checks that
+the pools share too (`as_tuple`, `parse_padding`, `check_channels_first`, ...).
 """
 
+import abc
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ import jax.random as jr
 import numpy as np
 from jax import lax
 
+from .._module._abstract import AbstractClassVar, AbstractVar
 from .._module._field import field
 from .._module._module import Module
 from ._init import fan_in_limit, resolve_dtype, uniform_init
@@ -185,48 +187,12 @@ def explicit_padding(
     return padding
 
 
-class Conv(Module):
-    """An N-dimensional convolution over one channels-first example.
+class _AbstractConv(Module):
+    """What `Conv` and `ConvTranspose` share: the arguments they parse, their
+    weight and bias and how those start, and the checks on the input.
 
-    Maps an input of shape `(in_channels, dim_1, ..., dim_N)` to an output of
-    shape `(out_channels, new_dim_1, ..., new_dim_N)`. Weight and bias are
-    drawn uniformly from `[-lim, lim]` with
-    `lim = 1 / sqrt(in_channels // groups * prod(kernel_size))`.
-
-    Args:
-        num_spatial_dims: the number of spatial dimensions `N` (2 for images).
-        in_channels: the number of input channels.
-        out_channels: the number of output channels.
-        kernel_size: the kernel's size: an int for every dimension, or one int
-            per spatial dimension.
-        stride: the step between kernel positions (int or one per dimension).
-        padding: an int or one int per dimension (the same before and after),
-            one pair `(before, after)` per dimension, or one of the strings
-            `'VALID'` (no padding), `'SAME'` / `'SAME_LOWER'` (pad so that the
-            output size is `ceil(input size / stride)`; an odd total puts the
-            extra element after, respectively before).
-        dilation: the spacing between kernel elements (int or one per dimension).
-        groups: split the channels into this many independent groups; must
-            divide `in_channels` and `out_channels`.
-        use_bias: whether to add a learnt bias per output channel.
-        padding_mode: what to pad with, shown for `1234` padded by 2 on each
-            side: `'ZEROS'` (`00123400`), `'REFLECT'` (mirror without repeating
-            the edge, `32123432`), `'REPLICATE'` (repeat the edge, `11123444`)
-            or `'CIRCULAR'` (wrap around, `34123412`).
-        dtype: the dtype of the weight and bias; defaults to `float32`
-            (`float64` when JAX runs with `jax_enable_x64`).
-        key: a `jax.random` key for the initialisation (keyword only).
-
-    Example:
-        >>> import jax
-        >>> import jax.numpy as jnp
-        >>> import pytreemod as eqx
-        >>> conv = eqx.nn.Conv(2, 3, 8, kernel_size=3, padding="SAME",
-        ...                    key=jax.random.key(0))
-        >>> conv(jnp.ones((3, 16, 16))).shape
-        (8, 16, 16)
-        >>> conv.weight.shape, conv.bias.shape
-        ((8, 3, 3, 3), (8, 1, 1))
+    A subclass implements `_convolve`, which maps a checked input to the output
+    before the bias is added.
     """
 
     num_spatial_dims: int = field(static=True)
@@ -237,10 +203,12 @@ class Conv(Module):
     kernel_size: tuple[int, ...] = field(static=True)
     stride: tuple[int, ...] = field(static=True)
     padding: str | tuple[tuple[int, int], ...] = field(static=True)
-    dilation: tuple[int, ...] = field(static=True)
-    groups: int = field(static=True)
-    use_bias: bool = field(static=True)
-    padding_mode: str = field(static=True)
+    # Declared by the subclasses, so that `ConvTranspose` can put its
+    # `output_padding` field right after `padding`.
+    dilation: AbstractVar[tuple[int, ...]]
+    groups: AbstractVar[int]
+    use_bias: AbstractVar[bool]
+    padding_mode: AbstractVar[str]
 
     def __init__(
         self,
@@ -285,6 +253,11 @@ class Conv(Module):
             f"kernel_size={self.kernel_size})"
         )
 
+    @abc.abstractmethod
+    def _convolve(self, x: jax.Array, name: str) -> jax.Array:
+        """The output for a checked input `x`, before the bias; `name` names
+        the layer in error messages."""
+
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """Convolve one example.
 
@@ -300,6 +273,63 @@ class Conv(Module):
         name = self._name()
         check_channels_first(name, x, self.num_spatial_dims, self.in_channels)
         check_dtype(name, x, self.weight)
+        out = self._convolve(x, name)
+        if self.use_bias:
+            out = out + self.bias
+        return out
+
+
+class Conv(_AbstractConv):
+    """An N-dimensional convolution over one channels-first example.
+
+    Maps an input of shape `(in_channels, dim_1, ..., dim_N)` to an output of
+    shape `(out_channels, new_dim_1, ..., new_dim_N)`. Weight and bias are
+    drawn uniformly from `[-lim, lim]` with
+    `lim = 1 / sqrt(in_channels // groups * prod(kernel_size))`.
+
+    Args:
+        num_spatial_dims: the number of spatial dimensions `N` (2 for images).
+        in_channels: the number of input channels.
+        out_channels: the number of output channels.
+        kernel_size: the kernel's size: an int for every dimension, or one int
+            per spatial dimension.
+        stride: the step between kernel positions (int or one per dimension).
+        padding: an int or one int per dimension (the same before and after),
+            one pair `(before, after)` per dimension, or one of the strings
+            `'VALID'` (no padding), `'SAME'` / `'SAME_LOWER'` (pad so that the
+            output size is `ceil(input size / stride)`; an odd total puts the
+            extra element after, respectively before).
+        dilation: the spacing between kernel elements (int or one per dimension).
+        groups: split the channels into this many independent groups; must
+            divide `in_channels` and `out_channels`.
+        use_bias: whether to add a learnt bias per output channel.
+        padding_mode: what to pad with, shown for `1234` padded by 2 on each
+            side: `'ZEROS'` (`00123400`), `'REFLECT'` (mirror without repeating
+            the edge, `32123432`), `'REPLICATE'` (repeat the edge, `11123444`)
+            or `'CIRCULAR'` (wrap around, `34123412`).
+        dtype: the dtype of the weight and bias; defaults to `float32`
+            (`float64` when JAX runs with `jax_enable_x64`).
+        key: a `jax.random` key for the initialisation (keyword only).
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import pytreemod as eqx
+        >>> conv = eqx.nn.Conv(2, 3, 8, kernel_size=3, padding="SAME",
+        ...                    key=jax.random.key(0))
+        >>> conv(jnp.ones((3, 16, 16))).shape
+        (8, 16, 16)
+        >>> conv.weight.shape, conv.bias.shape
+        ((8, 3, 3, 3), (8, 1, 1))
+    """
+
+    # The fields before these are `_AbstractConv`'s.
+    dilation: tuple[int, ...] = field(static=True)
+    groups: int = field(static=True)
+    use_bias: bool = field(static=True)
+    padding_mode: str = field(static=True)
+
+    def _convolve(self, x: jax.Array, name: str) -> jax.Array:
         window = dilated_kernel(self.kernel_size, self.dilation)
         padding = self.padding
         if padding != "SAME" and padding != "SAME_LOWER":
@@ -320,7 +350,7 @@ class Conv(Module):
             mode = NUMPY_PAD_MODE[self.padding_mode]
             x = jnp.pad(x, ((0, 0),) + pads, mode=mode)
             padding = "VALID"
-        out = lax.conv_general_dilated(
+        return lax.conv_general_dilated(
             x[None],
             self.weight,
             window_strides=self.stride,
@@ -328,25 +358,13 @@ class Conv(Module):
             rhs_dilation=self.dilation,
             feature_group_count=self.groups,
         )[0]
-        if self.use_bias:
-            out = out + self.bias
-        return out
 
 
-class Conv1d(Conv):
-    """A one-dimensional convolution: `Conv` with `num_spatial_dims=1`.
+class _FixedDimsConv(Conv):
+    """`Conv` with `num_spatial_dims` fixed by the subclass: the base of
+    `Conv1d`, `Conv2d` and `Conv3d`, which set `_num_spatial_dims`."""
 
-    Takes `(in_channels, length)` and returns `(out_channels, new_length)`;
-    the arguments are those of `Conv`.
-
-    Example:
-        >>> import jax
-        >>> import jax.numpy as jnp
-        >>> import pytreemod as eqx
-        >>> conv = eqx.nn.Conv1d(2, 4, kernel_size=3, stride=2, key=jax.random.key(0))
-        >>> conv(jnp.ones((2, 9))).shape
-        (4, 4)
-    """
+    _num_spatial_dims: AbstractClassVar[int]
 
     def __init__(
         self,
@@ -364,7 +382,7 @@ class Conv1d(Conv):
         key: jax.Array,
     ):
         super().__init__(
-            num_spatial_dims=1,
+            num_spatial_dims=self._num_spatial_dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel_size=kernel_size,
@@ -379,7 +397,25 @@ class Conv1d(Conv):
         )
 
 
-class Conv2d(Conv):
+class Conv1d(_FixedDimsConv):
+    """A one-dimensional convolution: `Conv` with `num_spatial_dims=1`.
+
+    Takes `(in_channels, length)` and returns `(out_channels, new_length)`;
+    the arguments are those of `Conv`.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import pytreemod as eqx
+        >>> conv = eqx.nn.Conv1d(2, 4, kernel_size=3, stride=2, key=jax.random.key(0))
+        >>> conv(jnp.ones((2, 9))).shape
+        (4, 4)
+    """
+
+    _num_spatial_dims = 1
+
+
+class Conv2d(_FixedDimsConv):
     """A two-dimensional convolution: `Conv` with `num_spatial_dims=2`.
 
     Takes `(in_channels, height, width)` and returns
@@ -395,38 +431,10 @@ class Conv2d(Conv):
         (6, 8, 8)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PaddingLike = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            num_spatial_dims=2,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+    _num_spatial_dims = 2
 
 
-class Conv3d(Conv):
+class Conv3d(_FixedDimsConv):
     """A three-dimensional convolution: `Conv` with `num_spatial_dims=3`.
 
     Takes `(in_channels, depth, height, width)` and returns
@@ -443,32 +451,4 @@ class Conv3d(Conv):
         (2, 5, 5, 5)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PaddingLike = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            num_spatial_dims=3,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+    _num_spatial_dims = 3

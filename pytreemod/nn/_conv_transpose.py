@@ -11,29 +11,17 @@ padding modes added back onto the positions it was copied from (the adjoint
 of the copy), so that all four padding modes are supported.
 """
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 from jax import lax
 
+from .._module._abstract import AbstractClassVar
 from .._module._field import field
-from .._module._module import Module
-from ._conv import (
-    NUMPY_PAD_MODE,
-    PaddingLike,
-    as_tuple,
-    check_channels_first,
-    check_dtype,
-    check_groups,
-    parse_padding,
-    parse_padding_mode,
-)
-from ._init import fan_in_limit, resolve_dtype, uniform_init
+from ._conv import NUMPY_PAD_MODE, PaddingLike, _AbstractConv, as_tuple
 
 
 def _transpose_geometry(
@@ -75,7 +63,7 @@ def _fold_padding(
     return jnp.moveaxis(out, 0, axis)
 
 
-class ConvTranspose(Module):
+class ConvTranspose(_AbstractConv):
     """An N-dimensional transposed convolution over one channels-first example.
 
     It maps the output shape of a `Conv` built with the same `kernel_size`,
@@ -128,14 +116,7 @@ class ConvTranspose(Module):
         (3, 10, 10)
     """
 
-    num_spatial_dims: int = field(static=True)
-    weight: jax.Array
-    bias: jax.Array | None
-    in_channels: int = field(static=True)
-    out_channels: int = field(static=True)
-    kernel_size: tuple[int, ...] = field(static=True)
-    stride: tuple[int, ...] = field(static=True)
-    padding: str | tuple[tuple[int, int], ...] = field(static=True)
+    # The fields before these are `_AbstractConv`'s.
     output_padding: tuple[int, ...] = field(static=True)
     dilation: tuple[int, ...] = field(static=True)
     groups: int = field(static=True)
@@ -159,13 +140,21 @@ class ConvTranspose(Module):
         *,
         key: jax.Array,
     ):
+        super().__init__(
+            num_spatial_dims,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )
         n = num_spatial_dims
-        self.num_spatial_dims = n
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = as_tuple(kernel_size, n, "kernel_size")
-        self.stride = as_tuple(stride, n, "stride")
-        self.padding = parse_padding(padding, n)
         self.output_padding = as_tuple(output_padding, n, "output_padding", minimum=0)
         for a, s in zip(self.output_padding, self.stride, strict=True):
             if a >= s:
@@ -175,41 +164,8 @@ class ConvTranspose(Module):
                     f"stride={self.stride}. It selects one of the `stride` input "
                     "sizes of the forward convolution, so it is 0 when stride is 1."
                 )
-        self.dilation = as_tuple(dilation, n, "dilation")
-        check_groups(in_channels, out_channels, groups)
-        self.groups = groups
-        self.use_bias = use_bias
-        self.padding_mode = parse_padding_mode(padding_mode)
 
-        dtype = resolve_dtype(dtype)
-        weight_key, bias_key = jr.split(key)
-        lim = fan_in_limit(in_channels // groups * math.prod(self.kernel_size))
-        weight_shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = uniform_init(weight_key, weight_shape, dtype, lim)
-        bias_shape = (out_channels,) + (1,) * n
-        self.bias = uniform_init(bias_key, bias_shape, dtype, lim) if use_bias else None
-
-    def _name(self) -> str:
-        return (
-            f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
-            f"kernel_size={self.kernel_size})"
-        )
-
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """Apply the transposed convolution to one example.
-
-        Args:
-            x: an array of shape `(in_channels, dim_1, ..., dim_N)` with the
-                layer's dtype.
-            key: ignored; accepted so that all layers can be called alike.
-
-        Returns:
-            An array of shape `(out_channels, new_dim_1, ..., new_dim_N)`.
-        """
-        del key
-        name = self._name()
-        check_channels_first(name, x, self.num_spatial_dims, self.in_channels)
-        check_dtype(name, x, self.weight)
+    def _convolve(self, x: jax.Array, name: str) -> jax.Array:
         geometry = []
         for axis, size in enumerate(x.shape[1:]):
             pads = self.padding if isinstance(self.padding, str) else self.padding[axis]
@@ -246,25 +202,15 @@ class ConvTranspose(Module):
             mode = NUMPY_PAD_MODE[self.padding_mode]
             for axis, (size, lo, hi, _, _) in enumerate(geometry):
                 out = _fold_padding(out, axis + 1, size, lo, hi, mode)
-        if self.use_bias:
-            out = out + self.bias
         return out
 
 
-class ConvTranspose1d(ConvTranspose):
-    """A one-dimensional transposed convolution: `ConvTranspose` with
-    `num_spatial_dims=1`. The arguments are those of `ConvTranspose` (note
-    that `output_padding` comes before `padding` here, as in Equinox).
+class _FixedDimsConvTranspose(ConvTranspose):
+    """`ConvTranspose` with `num_spatial_dims` fixed by the subclass: the base
+    of `ConvTranspose1d`, `2d` and `3d`, which set `_num_spatial_dims`. As in
+    Equinox, `output_padding` comes before `padding` here."""
 
-    Example:
-        >>> import jax
-        >>> import jax.numpy as jnp
-        >>> import pytreemod as eqx
-        >>> up = eqx.nn.ConvTranspose1d(4, 2, kernel_size=3, stride=2,
-        ...                             key=jax.random.key(0))
-        >>> up(jnp.ones((4, 5))).shape
-        (2, 11)
-    """
+    _num_spatial_dims: AbstractClassVar[int]
 
     def __init__(
         self,
@@ -283,7 +229,7 @@ class ConvTranspose1d(ConvTranspose):
         key: jax.Array,
     ):
         super().__init__(
-            num_spatial_dims=1,
+            num_spatial_dims=self._num_spatial_dims,
             in_channels=in_channels,
             out_channels=out_channels,
             kernel_size=kernel_size,
@@ -299,10 +245,35 @@ class ConvTranspose1d(ConvTranspose):
         )
 
 
-class ConvTranspose2d(ConvTranspose):
+class ConvTranspose1d(_FixedDimsConvTranspose):
+    """A one-dimensional transposed convolution: `ConvTranspose` with
+    `num_spatial_dims=1`.
+
+    Takes `(in_channels, length)` and returns `(out_channels, new_length)`; the
+    arguments are those of `ConvTranspose`, but `output_padding` comes before
+    `padding` here, as in Equinox.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import pytreemod as eqx
+        >>> up = eqx.nn.ConvTranspose1d(4, 2, kernel_size=3, stride=2,
+        ...                             key=jax.random.key(0))
+        >>> up(jnp.ones((4, 5))).shape
+        (2, 11)
+    """
+
+    _num_spatial_dims = 1
+
+
+class ConvTranspose2d(_FixedDimsConvTranspose):
     """A two-dimensional transposed convolution: `ConvTranspose` with
-    `num_spatial_dims=2`. The arguments are those of `ConvTranspose` (note
-    that `output_padding` comes before `padding` here, as in Equinox).
+    `num_spatial_dims=2`.
+
+    Takes `(in_channels, height, width)` and returns
+    `(out_channels, new_height, new_width)`; the arguments are those of
+    `ConvTranspose`, but `output_padding` comes before `padding` here, as in
+    Equinox.
 
     Example:
         >>> import jax
@@ -315,43 +286,17 @@ class ConvTranspose2d(ConvTranspose):
         (2, 9, 9)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        output_padding: int | Sequence[int] = 0,
-        padding: PaddingLike = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            num_spatial_dims=2,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+    _num_spatial_dims = 2
 
 
-class ConvTranspose3d(ConvTranspose):
+class ConvTranspose3d(_FixedDimsConvTranspose):
     """A three-dimensional transposed convolution: `ConvTranspose` with
-    `num_spatial_dims=3`. The arguments are those of `ConvTranspose` (note
-    that `output_padding` comes before `padding` here, as in Equinox).
+    `num_spatial_dims=3`.
+
+    Takes `(in_channels, depth, height, width)` and returns
+    `(out_channels, new_depth, new_height, new_width)`; the arguments are those
+    of `ConvTranspose`, but `output_padding` comes before `padding` here, as in
+    Equinox.
 
     Example:
         >>> import jax
@@ -363,34 +308,4 @@ class ConvTranspose3d(ConvTranspose):
         (1, 4, 6, 8)
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        output_padding: int | Sequence[int] = 0,
-        padding: PaddingLike = 0,
-        dilation: int | Sequence[int] = 1,
-        groups: int = 1,
-        use_bias: bool = True,
-        padding_mode: str = "ZEROS",
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        super().__init__(
-            num_spatial_dims=3,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-            groups=groups,
-            use_bias=use_bias,
-            padding_mode=padding_mode,
-            dtype=dtype,
-            key=key,
-        )
+    _num_spatial_dims = 3

@@ -7,6 +7,7 @@ whose `is_stateful()` is `False`, so that `Sequential` calls them without a
 state.
 """
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,12 @@ def _return(out: jax.Array, state: Any) -> Any:
 
 
 class _StatelessNorm(StatefulLayer):
-    """A normalisation that accepts a `state` but never needs one."""
+    """A normalisation that accepts a `state` but never needs one.
+
+    A subclass implements `_check_input` and `_normalise`; statistics are
+    computed in at least `float32`, and the output is cast back to the input's
+    dtype.
+    """
 
     def is_stateful(self) -> bool:
         """`False`: `Sequential` calls this layer as `layer(x, key=key)`.
@@ -62,8 +68,77 @@ class _StatelessNorm(StatefulLayer):
         """
         return False
 
+    @abc.abstractmethod
+    def _check_input(self, x: jax.Array) -> None:
+        """Raise a `ValueError` unless `x` has a shape this layer accepts."""
 
-class LayerNorm(_StatelessNorm):
+    @abc.abstractmethod
+    def _normalise(self, y: jax.Array) -> jax.Array:
+        """The output for the input `y`, already cast to the compute dtype."""
+
+    def __call__(
+        self, x: jax.Array, state: Any = _NO_STATE, *, key: jax.Array | None = None
+    ) -> Any:
+        """Normalise one example.
+
+        Args:
+            x: an array of the layer's input shape: `shape` for `LayerNorm` and
+                `RMSNorm`, `(channels, *spatial)` for `GroupNorm`.
+            state: optional; if given, it is returned unchanged beside the
+                output, as `BatchNorm` would return its updated state.
+            key: ignored; accepted so that every layer can be called alike.
+
+        Returns:
+            An array of the shape and dtype of `x`; or `(output, state)` if
+            `state` was given.
+        """
+        del key
+        self._check_input(x)
+        out = self._normalise(x.astype(_compute_dtype(x.dtype)))
+        return _return(out.astype(x.dtype), state)
+
+
+class _ElementwiseNorm(_StatelessNorm):
+    """What `LayerNorm` and `RMSNorm` share: the input shape, and an optional
+    elementwise affine map with `weight` (initially ones) and `bias`
+    (initially zeros) of that shape."""
+
+    shape: tuple[int, ...] = field(static=True)
+    eps: float = field(static=True)
+    use_weight: bool = field(static=True)
+    use_bias: bool = field(static=True)
+    weight: jax.Array | None
+    bias: jax.Array | None
+
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        eps: float = 1e-5,
+        use_weight: bool = True,
+        use_bias: bool = True,
+        dtype: Any = None,
+    ):
+        dtype = resolve_dtype(dtype)
+        self.shape = _as_shape(shape)
+        self.eps = eps
+        self.use_weight = use_weight
+        self.use_bias = use_bias
+        self.weight = jnp.ones(self.shape, dtype) if use_weight else None
+        self.bias = jnp.zeros(self.shape, dtype) if use_bias else None
+
+    def _check_input(self, x: jax.Array) -> None:
+        check_shape(f"{type(self).__name__}(shape={self.shape})", "x", x, self.shape)
+
+    def _affine(self, out: jax.Array) -> jax.Array:
+        """`out * weight + bias`, leaving out what the layer does not use."""
+        if self.weight is not None:
+            out = out * self.weight.astype(out.dtype)
+        if self.bias is not None:
+            out = out + self.bias.astype(out.dtype)
+        return out
+
+
+class LayerNorm(_ElementwiseNorm):
     """Normalise a whole example to mean 0 and variance 1, then apply an
     elementwise affine map.
 
@@ -89,59 +164,12 @@ class LayerNorm(_StatelessNorm):
         (0.0, 1.0)
     """
 
-    shape: tuple[int, ...] = field(static=True)
-    eps: float = field(static=True)
-    use_weight: bool = field(static=True)
-    use_bias: bool = field(static=True)
-    weight: jax.Array | None
-    bias: jax.Array | None
-
-    def __init__(
-        self,
-        shape: int | Sequence[int],
-        eps: float = 1e-5,
-        use_weight: bool = True,
-        use_bias: bool = True,
-        dtype: Any = None,
-    ):
-        dtype = resolve_dtype(dtype)
-        self.shape = _as_shape(shape)
-        self.eps = eps
-        self.use_weight = use_weight
-        self.use_bias = use_bias
-        self.weight = jnp.ones(self.shape, dtype) if use_weight else None
-        self.bias = jnp.zeros(self.shape, dtype) if use_bias else None
-
-    def __call__(
-        self, x: jax.Array, state: Any = _NO_STATE, *, key: jax.Array | None = None
-    ) -> Any:
-        """Normalise one example.
-
-        Args:
-            x: an array of shape `shape`.
-            state: optional; if given, it is returned unchanged beside the
-                output, as `BatchNorm` would return its updated state.
-            key: ignored; accepted so that every layer can be called alike.
-
-        Returns:
-            An array of the shape and dtype of `x`; or `(output, state)` if
-            `state` was given.
-        """
-        del key
-        check_shape(f"LayerNorm(shape={self.shape})", "x", x, self.shape)
-        dtype = _compute_dtype(x.dtype)
-        y = x.astype(dtype)
-        mean = jnp.mean(y)
+    def _normalise(self, y: jax.Array) -> jax.Array:
         var = jnp.maximum(jnp.var(y), 0)
-        out = (y - mean) * jax.lax.rsqrt(var + self.eps)
-        if self.weight is not None:
-            out = out * self.weight.astype(dtype)
-        if self.bias is not None:
-            out = out + self.bias.astype(dtype)
-        return _return(out.astype(x.dtype), state)
+        return self._affine((y - jnp.mean(y)) * jax.lax.rsqrt(var + self.eps))
 
 
-class RMSNorm(_StatelessNorm):
+class RMSNorm(_ElementwiseNorm):
     """Rescale a whole example to unit root-mean-square, then apply an
     elementwise affine map.
 
@@ -165,54 +193,8 @@ class RMSNorm(_StatelessNorm):
         Array([0.2, 1.4], dtype=float32)
     """
 
-    shape: tuple[int, ...] = field(static=True)
-    eps: float = field(static=True)
-    use_weight: bool = field(static=True)
-    use_bias: bool = field(static=True)
-    weight: jax.Array | None
-    bias: jax.Array | None
-
-    def __init__(
-        self,
-        shape: int | Sequence[int],
-        eps: float = 1e-5,
-        use_weight: bool = True,
-        use_bias: bool = True,
-        dtype: Any = None,
-    ):
-        dtype = resolve_dtype(dtype)
-        self.shape = _as_shape(shape)
-        self.eps = eps
-        self.use_weight = use_weight
-        self.use_bias = use_bias
-        self.weight = jnp.ones(self.shape, dtype) if use_weight else None
-        self.bias = jnp.zeros(self.shape, dtype) if use_bias else None
-
-    def __call__(
-        self, x: jax.Array, state: Any = _NO_STATE, *, key: jax.Array | None = None
-    ) -> Any:
-        """Rescale one example.
-
-        Args:
-            x: an array of shape `shape`.
-            state: optional; if given, it is returned unchanged beside the
-                output, as `BatchNorm` would return its updated state.
-            key: ignored; accepted so that every layer can be called alike.
-
-        Returns:
-            An array of the shape and dtype of `x`; or `(output, state)` if
-            `state` was given.
-        """
-        del key
-        check_shape(f"RMSNorm(shape={self.shape})", "x", x, self.shape)
-        dtype = _compute_dtype(x.dtype)
-        y = x.astype(dtype)
-        out = y * jax.lax.rsqrt(jnp.mean(y * y) + self.eps)
-        if self.weight is not None:
-            out = out * self.weight.astype(dtype)
-        if self.bias is not None:
-            out = out + self.bias.astype(dtype)
-        return _return(out.astype(x.dtype), state)
+    def _normalise(self, y: jax.Array) -> jax.Array:
+        return self._affine(y * jax.lax.rsqrt(jnp.mean(y * y) + self.eps))
 
 
 class GroupNorm(_StatelessNorm):
@@ -281,22 +263,7 @@ class GroupNorm(_StatelessNorm):
         self.weight = jnp.ones(channels, dtype) if channelwise_affine else None
         self.bias = jnp.zeros(channels, dtype) if channelwise_affine else None
 
-    def __call__(
-        self, x: jax.Array, state: Any = _NO_STATE, *, key: jax.Array | None = None
-    ) -> Any:
-        """Normalise one example.
-
-        Args:
-            x: an array of shape `(channels, *spatial)`.
-            state: optional; if given, it is returned unchanged beside the
-                output, as `BatchNorm` would return its updated state.
-            key: ignored; accepted so that every layer can be called alike.
-
-        Returns:
-            An array of the shape and dtype of `x`; or `(output, state)` if
-            `state` was given.
-        """
-        del key
+    def _check_input(self, x: jax.Array) -> None:
         shape = np.shape(x)
         name = f"GroupNorm(groups={self.groups}, channels={self.channels})"
         if len(shape) == 0:
@@ -314,14 +281,16 @@ class GroupNorm(_StatelessNorm):
                 f"{name}: the number of channels, x.shape[0] = {shape[0]}, must be "
                 f"divisible by groups = {self.groups}; got shape {shape}."
             )
-        dtype = _compute_dtype(x.dtype)
-        y = x.astype(dtype).reshape(self.groups, -1)
-        mean = jnp.mean(y, axis=1, keepdims=True)
-        var = jnp.maximum(jnp.var(y, axis=1, keepdims=True), 0)
-        out = ((y - mean) * jax.lax.rsqrt(var + self.eps)).reshape(shape)
+
+    def _normalise(self, y: jax.Array) -> jax.Array:
+        shape = y.shape
+        grouped = y.reshape(self.groups, -1)
+        mean = jnp.mean(grouped, axis=1, keepdims=True)
+        var = jnp.maximum(jnp.var(grouped, axis=1, keepdims=True), 0)
+        out = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(shape)
         if self.weight is not None and self.bias is not None:
             per_channel = (shape[0],) + (1,) * (len(shape) - 1)
-            weight = self.weight.astype(dtype).reshape(per_channel)
-            bias = self.bias.astype(dtype).reshape(per_channel)
+            weight = self.weight.astype(y.dtype).reshape(per_channel)
+            bias = self.bias.astype(y.dtype).reshape(per_channel)
             out = out * weight + bias
-        return _return(out.astype(x.dtype), state)
+        return out

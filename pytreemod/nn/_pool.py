@@ -1,6 +1,7 @@
 """`Pool`, and `MaxPool1d`-`3d` / `AvgPool1d`-`3d`: reductions over a sliding
 window, computed with `lax.reduce_window`."""
 
+import abc
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -10,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._module._abstract import AbstractClassVar
 from .._module._field import field
 from .._module._module import Module
 from ._conv import as_tuple, check_channels_first, parse_padding
 
 PoolPadding = int | Sequence[int] | Sequence[tuple[int, int]]
+Operation = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def _init_for(init: Any, dtype: Any) -> np.ndarray:
@@ -61,7 +64,7 @@ class Pool(Module):
     """
 
     init: int | float = field(static=True)
-    operation: Callable[[jax.Array, jax.Array], jax.Array] = field(static=True)
+    operation: Operation = field(static=True)
     num_spatial_dims: int = field(static=True)
     kernel_size: tuple[int, ...] = field(static=True)
     stride: tuple[int, ...] = field(static=True)
@@ -71,7 +74,7 @@ class Pool(Module):
     def __init__(
         self,
         init: int | float | jax.Array,
-        operation: Callable[[jax.Array, jax.Array], jax.Array],
+        operation: Operation,
         num_spatial_dims: int,
         kernel_size: int | Sequence[int],
         stride: int | Sequence[int] = 1,
@@ -162,67 +165,15 @@ class Pool(Module):
         )
 
 
-class _MaxPool(Pool):
-    def __init__(
-        self,
-        num_spatial_dims: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int],
-        padding: PoolPadding,
-        use_ceil: bool,
-    ):
-        super().__init__(
-            -math.inf, lax.max, num_spatial_dims, kernel_size, stride, padding, use_ceil
-        )
+class _FixedPool(Pool):
+    """A `Pool` whose reduction and number of spatial dimensions are fixed by
+    the subclass: the base of `MaxPool1d`-`3d` and `AvgPool1d`-`3d`.
 
-
-class _AvgPool(Pool):
-    def __init__(
-        self,
-        num_spatial_dims: int,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int],
-        padding: PoolPadding,
-        use_ceil: bool,
-    ):
-        super().__init__(
-            0, lax.add, num_spatial_dims, kernel_size, stride, padding, use_ceil
-        )
-
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """Average-pool one example: the window sums divided by the window size
-        (padding counts as zeros in the average).
-
-        Args:
-            x: an array of shape `(channels, dim_1, ..., dim_N)`.
-            key: ignored; accepted so that all layers can be called alike.
-
-        Returns:
-            An array of shape `(channels, new_dim_1, ..., new_dim_N)`.
-        """
-        return super().__call__(x) / math.prod(self.kernel_size)
-
-
-class MaxPool1d(_MaxPool):
-    """The maximum over a sliding window along one spatial dimension.
-
-    Takes `(channels, length)` and returns `(channels, new_length)`; padding
-    never wins the maximum.
-
-    Args:
-        kernel_size: the window's size (int, or one int per dimension).
-        stride: the step between windows (int, or one int per dimension).
-            Defaults to 1.
-        padding: an int, one int per dimension (the same before and after), or
-            one pair `(before, after)` per dimension; at most `kernel_size`.
-        use_ceil: if `True`, round the output size up instead of down.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import pytreemod as eqx
-        >>> eqx.nn.MaxPool1d(2, stride=2)(jnp.array([[1.0, 3.0, 2.0, 0.0]]))
-        Array([[3., 2.]], dtype=float32)
+    A subclass sets `_num_spatial_dims` and implements `_reduction`, which
+    gives `init` and `operation`.
     """
+
+    _num_spatial_dims: AbstractClassVar[int]
 
     def __init__(
         self,
@@ -231,22 +182,56 @@ class MaxPool1d(_MaxPool):
         padding: PoolPadding = 0,
         use_ceil: bool = False,
     ):
-        super().__init__(1, kernel_size, stride, padding, use_ceil)
+        init, operation = self._reduction()
+        n = self._num_spatial_dims
+        super().__init__(init, operation, n, kernel_size, stride, padding, use_ceil)
+
+    @abc.abstractmethod
+    def _reduction(self) -> tuple[int | float, Operation]:
+        """`(init, operation)` for `Pool`."""
+
+
+class _MaxPool(_FixedPool):
+    def _reduction(self) -> tuple[int | float, Operation]:
+        return -math.inf, lax.max
+
+
+class _AvgPool(_FixedPool):
+    def _reduction(self) -> tuple[int | float, Operation]:
+        return 0, lax.add
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Average-pool one example: the window sums of `Pool.__call__` divided
+        by the window size (padding counts as zeros in the average). The
+        arguments and the shape of the result are those of `Pool.__call__`."""
+        return super().__call__(x) / math.prod(self.kernel_size)
+
+
+class MaxPool1d(_MaxPool):
+    """The maximum over a sliding window along one spatial dimension:
+    `Pool` with `init=-inf`, `operation=jax.lax.max` and `num_spatial_dims=1`.
+
+    Takes `(channels, length)` and returns `(channels, new_length)`; padding
+    never wins the maximum. The arguments are `Pool`'s `kernel_size`, `stride`,
+    `padding` and `use_ceil`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import pytreemod as eqx
+        >>> eqx.nn.MaxPool1d(2, stride=2)(jnp.array([[1.0, 3.0, 2.0, 0.0]]))
+        Array([[3., 2.]], dtype=float32)
+    """
+
+    _num_spatial_dims = 1
 
 
 class MaxPool2d(_MaxPool):
-    """The maximum over a sliding window along two spatial dimensions.
+    """The maximum over a sliding window along two spatial dimensions:
+    `Pool` with `init=-inf`, `operation=jax.lax.max` and `num_spatial_dims=2`.
 
     Takes `(channels, height, width)` and returns
-    `(channels, new_height, new_width)`; padding never wins the maximum.
-
-    Args:
-        kernel_size: the window's size (int, or one int per dimension).
-        stride: the step between windows (int, or one int per dimension).
-            Defaults to 1.
-        padding: an int, one int per dimension (the same before and after), or
-            one pair `(before, after)` per dimension; at most `kernel_size`.
-        use_ceil: if `True`, round the output size up instead of down.
+    `(channels, new_height, new_width)`; padding never wins the maximum. The
+    arguments are `Pool`'s `kernel_size`, `stride`, `padding` and `use_ceil`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -257,30 +242,17 @@ class MaxPool2d(_MaxPool):
                 [13., 15.]]], dtype=float32)
     """
 
-    def __init__(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PoolPadding = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(2, kernel_size, stride, padding, use_ceil)
+    _num_spatial_dims = 2
 
 
 class MaxPool3d(_MaxPool):
-    """The maximum over a sliding window along three spatial dimensions.
+    """The maximum over a sliding window along three spatial dimensions:
+    `Pool` with `init=-inf`, `operation=jax.lax.max` and `num_spatial_dims=3`.
 
     Takes `(channels, depth, height, width)` and returns
     `(channels, new_depth, new_height, new_width)`; padding never wins the
-    maximum.
-
-    Args:
-        kernel_size: the window's size (int, or one int per dimension).
-        stride: the step between windows (int, or one int per dimension).
-            Defaults to 1.
-        padding: an int, one int per dimension (the same before and after), or
-            one pair `(before, after)` per dimension; at most `kernel_size`.
-        use_ceil: if `True`, round the output size up instead of down.
+    maximum. The arguments are `Pool`'s `kernel_size`, `stride`, `padding` and
+    `use_ceil`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -289,29 +261,16 @@ class MaxPool3d(_MaxPool):
         (3, 2, 2, 3)
     """
 
-    def __init__(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PoolPadding = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(3, kernel_size, stride, padding, use_ceil)
+    _num_spatial_dims = 3
 
 
 class AvgPool1d(_AvgPool):
-    """The average over a sliding window along one spatial dimension.
+    """The average over a sliding window along one spatial dimension:
+    a `Pool` sum (`init=0`, `operation=jax.lax.add`, `num_spatial_dims=1`)
+    divided by the full window size, padding counted as zeros.
 
-    Takes `(channels, length)` and returns `(channels, new_length)`. Every
-    window is divided by the full window size, padding counted as zeros.
-
-    Args:
-        kernel_size: the window's size (int, or one int per dimension).
-        stride: the step between windows (int, or one int per dimension).
-            Defaults to 1.
-        padding: an int, one int per dimension (the same before and after), or
-            one pair `(before, after)` per dimension; at most `kernel_size`.
-        use_ceil: if `True`, round the output size up instead of down.
+    Takes `(channels, length)` and returns `(channels, new_length)`. The
+    arguments are `Pool`'s `kernel_size`, `stride`, `padding` and `use_ceil`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -320,30 +279,17 @@ class AvgPool1d(_AvgPool):
         Array([[2., 1.]], dtype=float32)
     """
 
-    def __init__(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PoolPadding = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(1, kernel_size, stride, padding, use_ceil)
+    _num_spatial_dims = 1
 
 
 class AvgPool2d(_AvgPool):
-    """The average over a sliding window along two spatial dimensions.
+    """The average over a sliding window along two spatial dimensions:
+    a `Pool` sum (`init=0`, `operation=jax.lax.add`, `num_spatial_dims=2`)
+    divided by the full window size, padding counted as zeros.
 
     Takes `(channels, height, width)` and returns
-    `(channels, new_height, new_width)`. Every window is divided by the full
-    window size, padding counted as zeros.
-
-    Args:
-        kernel_size: the window's size (int, or one int per dimension).
-        stride: the step between windows (int, or one int per dimension).
-            Defaults to 1.
-        padding: an int, one int per dimension (the same before and after), or
-            one pair `(before, after)` per dimension; at most `kernel_size`.
-        use_ceil: if `True`, round the output size up instead of down.
+    `(channels, new_height, new_width)`. The arguments are `Pool`'s
+    `kernel_size`, `stride`, `padding` and `use_ceil`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -353,30 +299,17 @@ class AvgPool2d(_AvgPool):
                 [10.5, 12.5]]], dtype=float32)
     """
 
-    def __init__(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PoolPadding = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(2, kernel_size, stride, padding, use_ceil)
+    _num_spatial_dims = 2
 
 
 class AvgPool3d(_AvgPool):
-    """The average over a sliding window along three spatial dimensions.
+    """The average over a sliding window along three spatial dimensions:
+    a `Pool` sum (`init=0`, `operation=jax.lax.add`, `num_spatial_dims=3`)
+    divided by the full window size, padding counted as zeros.
 
     Takes `(channels, depth, height, width)` and returns
-    `(channels, new_depth, new_height, new_width)`. Every window is divided by
-    the full window size, padding counted as zeros.
-
-    Args:
-        kernel_size: the window's size (int, or one int per dimension).
-        stride: the step between windows (int, or one int per dimension).
-            Defaults to 1.
-        padding: an int, one int per dimension (the same before and after), or
-            one pair `(before, after)` per dimension; at most `kernel_size`.
-        use_ceil: if `True`, round the output size up instead of down.
+    `(channels, new_depth, new_height, new_width)`. The arguments are `Pool`'s
+    `kernel_size`, `stride`, `padding` and `use_ceil`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -385,11 +318,4 @@ class AvgPool3d(_AvgPool):
         (1, 2, 2, 2)
     """
 
-    def __init__(
-        self,
-        kernel_size: int | Sequence[int],
-        stride: int | Sequence[int] = 1,
-        padding: PoolPadding = 0,
-        use_ceil: bool = False,
-    ):
-        super().__init__(3, kernel_size, stride, padding, use_ceil)
+    _num_spatial_dims = 3

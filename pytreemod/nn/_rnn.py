@@ -4,6 +4,7 @@ A cell maps `(input, hidden)` to the next hidden state; run it over a
 sequence with `jax.lax.scan`, which traces it once whatever the length.
 """
 
+import abc
 import math
 from typing import Any
 
@@ -11,13 +12,56 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
+from .._module._abstract import AbstractVar
 from .._module._field import field
 from .._module._module import Module
 from ._checks import check_shape
 from ._init import resolve_dtype, uniform_init
 
 
-class GRUCell(Module):
+class _RecurrentCell(Module):
+    """What `GRUCell` and `LSTMCell` share: the constructor's arguments, whose
+    parameters all start uniform in `[-1/sqrt(hidden_size), 1/sqrt(hidden_size)]`,
+    and the check on the input.
+
+    A subclass implements `_init_parameters`, and declares the configuration
+    fields after any parameter fields of its own.
+    """
+
+    weight_ih: jax.Array
+    weight_hh: jax.Array
+    bias: jax.Array | None
+    input_size: AbstractVar[int]
+    hidden_size: AbstractVar[int]
+    use_bias: AbstractVar[bool]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.use_bias = use_bias
+        self._init_parameters(resolve_dtype(dtype), math.sqrt(1 / hidden_size), key)
+
+    @abc.abstractmethod
+    def _init_parameters(self, dtype: Any, lim: float, key: jax.Array) -> None:
+        """Set the parameters, drawn from `[-lim, lim]` with `key`."""
+
+    def _check_input(self, input: jax.Array) -> str:
+        """Raise unless `input` has shape `(input_size,)`; return the layer's
+        name for further messages."""
+        name = f"{type(self).__name__}({self.input_size}, {self.hidden_size})"
+        check_shape(name, "input", input, (self.input_size,))
+        return name
+
+
+class GRUCell(_RecurrentCell):
     """One step of a gated recurrent unit (GRU).
 
     With `W_ih = [W_ir; W_iz; W_in]` of shape `(3 * hidden_size, input_size)`,
@@ -50,38 +94,23 @@ class GRUCell(Module):
         (4,)
     """
 
-    weight_ih: jax.Array
-    weight_hh: jax.Array
-    bias: jax.Array | None
+    # `weight_ih`, `weight_hh` and `bias` are `_RecurrentCell`'s.
     bias_n: jax.Array | None
     input_size: int = field(static=True)
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        use_bias: bool = True,
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        dtype = resolve_dtype(dtype)
+    def _init_parameters(self, dtype: Any, lim: float, key: jax.Array) -> None:
         ih_key, hh_key, bias_key, bias_n_key = jr.split(key, 4)
-        lim = math.sqrt(1 / hidden_size)
-        h = hidden_size
-        self.weight_ih = uniform_init(ih_key, (3 * h, input_size), dtype, lim)
+        h = self.hidden_size
+        self.weight_ih = uniform_init(ih_key, (3 * h, self.input_size), dtype, lim)
         self.weight_hh = uniform_init(hh_key, (3 * h, h), dtype, lim)
-        if use_bias:
+        if self.use_bias:
             self.bias = uniform_init(bias_key, (3 * h,), dtype, lim)
             self.bias_n = uniform_init(bias_n_key, (h,), dtype, lim)
         else:
             self.bias = None
             self.bias_n = None
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.use_bias = use_bias
 
     def __call__(
         self, input: jax.Array, hidden: jax.Array, *, key: jax.Array | None = None
@@ -97,8 +126,7 @@ class GRUCell(Module):
             The next hidden state, of shape `(hidden_size,)`.
         """
         del key
-        name = f"GRUCell({self.input_size}, {self.hidden_size})"
-        check_shape(name, "input", input, (self.input_size,))
+        name = self._check_input(input)
         check_shape(name, "hidden", hidden, (self.hidden_size,))
         from_input = self.weight_ih @ input
         from_hidden = self.weight_hh @ hidden
@@ -115,7 +143,7 @@ class GRUCell(Module):
         return candidate + update * (hidden - candidate)
 
 
-class LSTMCell(Module):
+class LSTMCell(_RecurrentCell):
     """One step of a long short-term memory unit (LSTM).
 
     With `W_ih` of shape `(4 * hidden_size, input_size)`, `W_hh` of shape
@@ -148,32 +176,19 @@ class LSTMCell(Module):
         ((4,), (4,))
     """
 
-    weight_ih: jax.Array
-    weight_hh: jax.Array
-    bias: jax.Array | None
+    # `weight_ih`, `weight_hh` and `bias` are `_RecurrentCell`'s.
     input_size: int = field(static=True)
     hidden_size: int = field(static=True)
     use_bias: bool = field(static=True)
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        use_bias: bool = True,
-        dtype: Any = None,
-        *,
-        key: jax.Array,
-    ):
-        dtype = resolve_dtype(dtype)
+    def _init_parameters(self, dtype: Any, lim: float, key: jax.Array) -> None:
         ih_key, hh_key, bias_key = jr.split(key, 3)
-        lim = math.sqrt(1 / hidden_size)
-        h = hidden_size
-        self.weight_ih = uniform_init(ih_key, (4 * h, input_size), dtype, lim)
+        h = self.hidden_size
+        self.weight_ih = uniform_init(ih_key, (4 * h, self.input_size), dtype, lim)
         self.weight_hh = uniform_init(hh_key, (4 * h, h), dtype, lim)
-        self.bias = uniform_init(bias_key, (4 * h,), dtype, lim) if use_bias else None
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.use_bias = use_bias
+        self.bias = (
+            uniform_init(bias_key, (4 * h,), dtype, lim) if self.use_bias else None
+        )
 
     def __call__(
         self,
@@ -194,8 +209,7 @@ class LSTMCell(Module):
             The next pair `(h, c)`, each of shape `(hidden_size,)`.
         """
         del key
-        name = f"LSTMCell({self.input_size}, {self.hidden_size})"
-        check_shape(name, "input", input, (self.input_size,))
+        name = self._check_input(input)
         if not isinstance(hidden, (tuple, list)) or len(hidden) != 2:
             raise ValueError(
                 f"{name}: `hidden` must be a pair `(h, c)` of arrays of shape "
