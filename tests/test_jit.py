@@ -591,3 +591,43 @@ def test_dunder_call_of_a_module_traces_its_arrays():
     jitted = eqx.filter_jit(Scale(jnp.array(2.0)).__call__)
     assert jax.tree_util.tree_leaves(jitted) == [jnp.array(2.0)]
     assert float(jitted(jnp.array(3.0))) == 6.0
+
+
+class _Holder(eqx.Module):
+    parts: object
+
+    def total(self):
+        return sum(jnp.sum(p) for p in jax.tree_util.tree_leaves(self.parts))
+
+
+def test_a_model_passed_again_is_not_flattened_again_but_stays_correct():
+    # The flatten of a first argument made only of Modules/tuples is kept
+    # after its second call; every call must still see this model's values.
+    f = eqx.filter_jit(lambda m, x: m.total() + x)
+    for scale in (1.0, 2.0, 3.0):
+        model = _Holder((jnp.full(3, scale), (jnp.ones(2),)))
+        for _ in range(3):
+            assert float(f(model, 1.0)) == 3 * scale + 2 + 1
+        del model  # a new model may reuse the id; it must not hit the memo
+
+
+def test_a_model_holding_a_list_is_flattened_every_call():
+    # Lists can be mutated in place, so such models are never memoised.
+    parts = [jnp.ones(2)]
+    model = _Holder(parts)
+    f = eqx.filter_jit(lambda m: m.total())
+    assert [float(f(model)) for _ in range(3)] == [2.0, 2.0, 2.0]
+    parts[0] = jnp.full(2, 5.0)
+    assert float(f(model)) == 10.0
+
+
+def test_the_memo_does_not_keep_a_dropped_model_alive():
+    f = eqx.filter_jit(lambda m: m.total())
+    model = _Holder((jnp.ones(4),))
+    for _ in range(3):
+        f(model)
+    leaf = weakref.ref(model)
+    del model
+    gc.collect()
+    assert leaf() is None
+    assert not f._cache.firsts.flats

@@ -22,6 +22,7 @@ explanations) happens once per layout, entry or trace, never per call.
 import threading
 import types
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -232,6 +233,78 @@ class _FunSplit:
         self.by_kinds: dict[tuple[Any, Any], _Layout] = {}
 
 
+class _Flat:
+    """A first argument's leaves and treedef, kept while the argument lives."""
+
+    __slots__ = ("ref", "leaves", "treedef")
+
+    def __init__(self, ref: Any, leaves: list[Any], treedef: Any):
+        self.ref = ref
+        self.leaves = leaves
+        self.treedef = treedef
+
+
+class _FirstArguments:
+    """Flattened first arguments, for calls that pass the same model again.
+
+    Flattening a deep Module is most of a call's overhead, and a Module is
+    frozen: when its whole subtree is made of Modules, tuples and `None`
+    (no list or dict that could be mutated in place), its leaves and treedef
+    never change, so they are kept (keyed by `id`, checked by a weak
+    reference, dropped when the Module dies). A Module is kept the second time
+    it is seen, so a training loop, which passes a new model every step, only
+    pays for noting ids.
+    """
+
+    _MAX = 16
+
+    def __init__(self) -> None:
+        self.flats: dict[int, _Flat] = {}
+        self.seen: dict[int, Any] = {}
+
+    def clear(self) -> None:
+        self.flats.clear()
+        self.seen.clear()
+
+    def note(self, arg: Any) -> None:
+        key = id(arg)
+        ref = self.seen.get(key)
+        if ref is None or ref() is not arg:
+            if len(self.seen) >= self._MAX:
+                self.seen.clear()
+            self.seen[key] = weakref.ref(arg)
+            return
+        leaves, treedef = jax.tree_util.tree_flatten(arg)
+        if not _frozen(treedef):
+            return
+        if len(self.flats) >= self._MAX:
+            self.flats.clear()
+        flats = self.flats
+
+        def forget(_: Any, key: int = key) -> None:
+            flat = flats.get(key)
+            if flat is not None and flat.ref() is None:
+                del flats[key]
+
+        flats[key] = _Flat(weakref.ref(arg, forget), leaves, treedef)
+
+
+def _frozen(treedef: Any) -> bool:
+    """Whether a pytree of this structure is immutable: only Modules, tuples
+    (named or not) and `None` as nodes."""
+    data = treedef.node_data()
+    if data is None:
+        return True
+    node_type = data[0]
+    if not (
+        node_type is type(None)
+        or issubclass(node_type, tuple)
+        or hasattr(node_type, "__pytreemod_info__")
+    ):
+        return False
+    return all(_frozen(child) for child in treedef.children())
+
+
 class _Cache:
     """Everything a `filter_jit` function keeps between calls. Shared by the
     function and its pytree copies (which may differ in the function's
@@ -245,11 +318,13 @@ class _Cache:
         "donate_first",
         "donate_rest",
         "quiet",
+        "firsts",
         "__weakref__",
     )
 
     def __init__(self, fun: Any, donate: str):
         self.splits: dict[Any, _FunSplit] = {}
+        self.firsts = _FirstArguments()
         self.lock = threading.Lock()
         self.donate_first, self.donate_rest, self.quiet = _DONATE_MODES[donate]
         self.names = _names_of(fun)
@@ -261,6 +336,7 @@ class _Cache:
             for split in self.splits.values():
                 split.layouts.clear()
                 split.by_kinds.clear()
+        self.firsts.clear()
         self.history.clear()
 
     def split_fun(self, fun: Any) -> tuple[_FunSplit, tuple[Any, ...]]:
@@ -446,19 +522,41 @@ class _JitWrapper(Generic[_P, _T]):
         return self._fun
 
     def __call__(self, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+        firsts = self._cache.firsts
+        flat = firsts.flats.get(id(args[0])) if args else None
+        if flat is not None and flat.ref() is args[0]:
+            rest, rest_def = jax.tree_util.tree_flatten((args[1:], kwargs))
+            leaves = [*flat.leaves, *rest]
+            key: tuple = (flat.treedef, rest_def, tuple(map(type, leaves)))
+        else:
+            leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+            key = (treedef, tuple(map(type, leaves)))
+            if args and isinstance(args[0], Module):
+                firsts.note(args[0])
         try:
-            layout = self._layouts[treedef, tuple(map(type, leaves))]
+            layout = self._layouts[key]
             entry = layout.entries[layout.static_of(leaves)]
         except (KeyError, TypeError, ValueError):
-            layout, entry = self._cache.lookup(
-                self._split, treedef, leaves, (self._fun, args, kwargs)
-            )
+            layout, entry = self._lookup(key, leaves, args, kwargs)
         out = entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
         plan = entry.out_plan
         if plan is None:
             return entry.rebuild((*self._fun_arrays, *layout.arrays_of(leaves)), out)
         return plan.unflatten(out)
+
+    def _lookup(
+        self, key: tuple, leaves: list[Any], args: tuple, kwargs: dict
+    ) -> tuple[_Layout, _Entry]:
+        if len(key) == 2:
+            treedef = key[0]
+        else:  # the first argument's flatten was remembered
+            treedef = jax.tree_util.tree_structure((args, kwargs))
+        layout, entry = self._cache.lookup(
+            self._split, treedef, leaves, (self._fun, args, kwargs)
+        )
+        if len(key) == 3 and self._layouts.get((treedef, key[2])) is layout:
+            self._layouts[key] = layout
+        return layout, entry
 
     def lower(self, /, *args: _P.args, **kwargs: _P.kwargs) -> "Lowered":
         """Trace and lower for these arguments, without running.
