@@ -23,6 +23,7 @@ even when only derivatives of `x` are used (`jax.grad` of a function linear in
 import functools
 import inspect
 import os
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -68,12 +69,28 @@ _OWN_DIRS = (
 )
 
 
+_REPORTED = re.compile(
+    r"PytreemodRuntimeError: (.*?\(error_if called at [^\n]*\))", re.S
+)
+
+
+def as_runtime_error(error: Exception) -> Exception:
+    """`error` as the `PytreemodRuntimeError` it reports, if it is JAX's
+    wrapping of one raised by `error_if` inside a computation; else `error`.
+    `filter_jit` uses this so users catch one exception type."""
+    found = _REPORTED.findall(str(error))
+    if not found:
+        return error
+    return PytreemodRuntimeError(found[-1])
+
+
 class PytreemodRuntimeError(RuntimeError):
     """The error raised by `error_if` and `branched_error_if`.
 
     Raised directly when the predicate is known in Python (eagerly, or at trace
     time). When the predicate is only known inside a compiled computation, it is
-    raised on the host while that computation runs, and JAX reports it as a
+    raised on the host while that computation runs: a `filter_jit` call raises
+    it as this type; under plain `jax.jit`, JAX reports it as a
     `jax.errors.JaxRuntimeError` whose message contains
     `PytreemodRuntimeError: <msg>`.
 

@@ -31,6 +31,7 @@ from typing_extensions import ParamSpec
 
 from .._module._module import BoundMethod, Module
 from ._caches import track
+from ._error_if import as_runtime_error
 from ._retrace import TraceHistory, TraceRecord, describe_difference, top_level_parts
 from ._static import ARRAY, EqKey, find_bad_static, getter, kinds_of, merge_leaves
 
@@ -538,7 +539,10 @@ class _JitWrapper(Generic[_P, _T]):
             entry = layout.entries[layout.static_of(leaves)]
         except (KeyError, TypeError, ValueError):
             layout, entry = self._lookup(key, leaves, args, kwargs)
-        out = entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
+        try:
+            out = entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
+        except jax.errors.JaxRuntimeError as error:
+            raise as_runtime_error(error) from None
         plan = entry.out_plan
         if plan is None:
             return entry.rebuild((*self._fun_arrays, *layout.arrays_of(leaves)), out)
