@@ -15,3 +15,56 @@ def is_traced_by(x: Any, trace: Any) -> bool:
     away, every tracer counts (`filter_jvp` then gives zero tangents instead
     of `None` for outputs that do not depend on the inputs)."""
     return isinstance(x, jax.core.Tracer) and getattr(x, "_trace", trace) is trace
+
+
+def is_symbolic_zero(x: Any) -> bool:
+    """Whether `x` is JAX's symbolic zero (`ad.Zero`), the tangent or cotangent
+    that autodiff rules receive for values known to be zero. Should the class
+    move, nothing counts as one (rules then see only ordinary arrays, which is
+    what JAX gives them when it instantiates zeros)."""
+    try:
+        from jax.interpreters.ad import Zero
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return False
+    return isinstance(x, Zero)
+
+
+def define_primitive(
+    name: str,
+    *,
+    impl: Any,
+    abstract_eval: Any,
+    jvp: Any,
+    transpose: Any,
+    batch: Any,
+    lowering: Any,
+) -> Any:
+    """A new primitive with multiple results and the given rules, or `None`.
+
+    `impl(*args, **params)` runs it eagerly, `abstract_eval(*avals, **params)`
+    gives the output avals, `jvp(primals, tangents, **params)`,
+    `transpose(cotangents, *primals, **params)` and
+    `batch(args, dims, **params)` are the usual rules, and `lowering(*args,
+    **params)` is a JAX function that `mlir.lower_fun` lowers. Defining a
+    primitive needs `jax.extend` and `jax.interpreters`; should any of it have
+    moved, this returns `None` and the caller falls back to doing without.
+    """
+    try:
+        from jax.extend.core import Primitive
+        from jax.interpreters import ad, batching, mlir
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return None
+    try:
+        primitive = Primitive(name)
+        primitive.multiple_results = True
+        primitive.def_impl(impl)
+        primitive.def_abstract_eval(abstract_eval)
+        ad.primitive_jvps[primitive] = jvp
+        ad.primitive_transposes[primitive] = transpose
+        batching.primitive_batchers[primitive] = batch
+        mlir.register_lowering(
+            primitive, mlir.lower_fun(lowering, multiple_results=True)
+        )
+    except (AttributeError, TypeError):  # pragma: no cover - JAX version
+        return None
+    return primitive
