@@ -22,7 +22,6 @@ explanations) happens once per layout, entry or trace, never per call.
 import threading
 import types
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -32,6 +31,7 @@ from typing_extensions import ParamSpec
 from .._module._module import BoundMethod, Module
 from ._caches import track
 from ._error_if import as_runtime_error
+from ._first_arguments import FirstArguments
 from ._retrace import TraceHistory, TraceRecord, describe_difference, top_level_parts
 from ._static import ARRAY, EqKey, find_bad_static, getter, kinds_of, merge_leaves
 
@@ -234,78 +234,6 @@ class _FunSplit:
         self.by_kinds: dict[tuple[Any, Any], _Layout] = {}
 
 
-class _Flat:
-    """A first argument's leaves and treedef, kept while the argument lives."""
-
-    __slots__ = ("ref", "leaves", "treedef")
-
-    def __init__(self, ref: Any, leaves: list[Any], treedef: Any):
-        self.ref = ref
-        self.leaves = leaves
-        self.treedef = treedef
-
-
-class _FirstArguments:
-    """Flattened first arguments, for calls that pass the same model again.
-
-    Flattening a deep Module is most of a call's overhead, and a Module is
-    frozen: when its whole subtree is made of Modules, tuples and `None`
-    (no list or dict that could be mutated in place), its leaves and treedef
-    never change, so they are kept (keyed by `id`, checked by a weak
-    reference, dropped when the Module dies). A Module is kept the second time
-    it is seen, so a training loop, which passes a new model every step, only
-    pays for noting ids.
-    """
-
-    _MAX = 16
-
-    def __init__(self) -> None:
-        self.flats: dict[int, _Flat] = {}
-        self.seen: dict[int, Any] = {}
-
-    def clear(self) -> None:
-        self.flats.clear()
-        self.seen.clear()
-
-    def note(self, arg: Any) -> None:
-        key = id(arg)
-        ref = self.seen.get(key)
-        if ref is None or ref() is not arg:
-            if len(self.seen) >= self._MAX:
-                self.seen.clear()
-            self.seen[key] = weakref.ref(arg)
-            return
-        leaves, treedef = jax.tree_util.tree_flatten(arg)
-        if not _frozen(treedef):
-            return
-        if len(self.flats) >= self._MAX:
-            self.flats.clear()
-        flats = self.flats
-
-        def forget(_: Any, key: int = key) -> None:
-            flat = flats.get(key)
-            if flat is not None and flat.ref() is None:
-                del flats[key]
-
-        flats[key] = _Flat(weakref.ref(arg, forget), leaves, treedef)
-
-
-def _frozen(treedef: Any) -> bool:
-    """Whether a pytree of this structure is immutable: only Modules, tuples
-    (named or not) and `None` as nodes."""
-    data = treedef.node_data()
-    if data is None:
-        return True
-    node_type = data[0]
-    if not (
-        node_type is type(None)
-        or issubclass(node_type, tuple)
-        or hasattr(node_type, "__pytreemod_info__")
-    ):
-        return False
-    return all(_frozen(child) for child in treedef.children())
-
-
 class _Cache:
     """Everything a `filter_jit` function keeps between calls. Shared by the
     function and its pytree copies (which may differ in the function's
@@ -325,7 +253,7 @@ class _Cache:
 
     def __init__(self, fun: Any, donate: str):
         self.splits: dict[Any, _FunSplit] = {}
-        self.firsts = _FirstArguments()
+        self.firsts = FirstArguments()
         self.lock = threading.Lock()
         self.donate_first, self.donate_rest, self.quiet = _DONATE_MODES[donate]
         self.names = _names_of(fun)
