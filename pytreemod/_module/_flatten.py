@@ -29,13 +29,13 @@ from typing import Any
 import jax
 
 
-def _unpack_target(names: Sequence[str]) -> str:
+def _items(names: Sequence[str]) -> str:
+    """`d['a'], d['b'], `: the fields as a tuple display or unpacking target."""
     return "".join(f"d[{name!r}], " for name in names)
 
 
 def _source(dynamic: Sequence[str], static: Sequence[str]) -> str:
-    children = "".join(f"d[{name!r}], " for name in dynamic)
-    aux = "".join(f"d[{name!r}], " for name in static)
+    children, aux = _items(dynamic), _items(static)
     lines = [
         "def flatten(self):",
         "    d = self.__dict__",
@@ -52,9 +52,9 @@ def _source(dynamic: Sequence[str], static: Sequence[str]) -> str:
         "    d = self.__dict__",
     ]
     if dynamic:
-        lines.append(f"    {_unpack_target(dynamic)}= children")
+        lines.append(f"    {children}= children")
     if static:
-        lines.append(f"    {_unpack_target(static)}= aux")
+        lines.append(f"    {aux}= aux")
     lines.append("    return self")
     return "\n".join(lines) + "\n"
 

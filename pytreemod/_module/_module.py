@@ -239,9 +239,6 @@ def _fill_defaults_or_raise(self: Any, info: _ClassInfo) -> None:
             f"Assign every field in `__init__` (e.g. `self.{missing[0]} = ...`), "
             "or give it a default in the class body."
         )
-    extra = values.keys() - info.field_names
-    if extra:  # pragma: no cover - __setattr__ already refuses these
-        raise TypeError(f"{type(self).__qualname__} has non-field attributes {extra}")
 
 
 class Module(metaclass=_ModuleMeta):

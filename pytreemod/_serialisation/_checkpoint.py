@@ -91,13 +91,18 @@ def _entry(leaf: Any) -> _Entry:
     return _Entry(_kind(leaf), np.asarray(leaf).dtype.name, ())
 
 
+def _path_key(key_path: Any) -> str:
+    """How a leaf is named in a checkpoint: `layers[2].weight`."""
+    return jax.tree_util.keystr(key_path).removeprefix(".") or "<root>"
+
+
 def _saved_leaves(tree: Any) -> dict[str, Any]:
     """The array-like leaves of `tree` by key path."""
     found: dict[str, Any] = {}
     for key_path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if not (is_array_like(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)):
             continue
-        path = jax.tree_util.keystr(key_path).removeprefix(".") or "<root>"
+        path = _path_key(key_path)
         if path in found:
             raise CheckpointError(
                 f"two leaves have the same key path `{path}`; a path-keyed "
@@ -314,8 +319,7 @@ def _load(archive: zipfile.ZipFile, path: Any, like: Any, strict: bool) -> Any:
         )
 
     def replace(key_path: Any, leaf: Any) -> Any:
-        key = jax.tree_util.keystr(key_path).removeprefix(".") or "<root>"
-        return loaded.get(key, leaf)
+        return loaded.get(_path_key(key_path), leaf)
 
     return jax.tree_util.tree_map_with_path(replace, like)
 

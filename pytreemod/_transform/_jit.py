@@ -467,13 +467,14 @@ class _JitWrapper(Generic[_P, _T]):
             entry = layout.entries[layout.static_of(leaves)]
         except (KeyError, TypeError, ValueError):
             layout, entry = self._lookup(key, leaves, args, kwargs)
+        arrays = (*self._fun_arrays, *layout.arrays_of(leaves))
         try:
-            out = entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
+            out = entry.call(*arrays)
         except jax.errors.JaxRuntimeError as error:
             raise as_runtime_error(error) from None
         plan = entry.out_plan
         if plan is None:
-            return entry.rebuild((*self._fun_arrays, *layout.arrays_of(leaves)), out)
+            return entry.rebuild(arrays, out)
         return plan.unflatten(out)
 
     def _lookup(
