@@ -7,6 +7,7 @@ from `like`. A file written by Equinox's `tree_serialise_leaves` loads here
 and the other way round.
 """
 
+import math
 import os
 import pathlib
 from collections.abc import Callable
@@ -17,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module._is_array import is_array_like
+from . import _npy
+from ._errors import LeafError
 
 _T = TypeVar("_T")
 PathOrFile = str | os.PathLike | IO[bytes]
@@ -50,6 +53,15 @@ def default_deserialise_filter_spec(f: IO[bytes], x: Any) -> Any:
     array or `jax.ShapeDtypeStruct`, a NumPy array for a NumPy array, a value
     of the same type for an array-like scalar, and `x` itself otherwise.
 
+    Reading is bounded and evaluates nothing: the `.npy` header is parsed
+    without `eval` or pickles, and its dtype and shape are compared with `x`
+    before any data is read, so a crafted file cannot make it allocate more
+    than `x` needs.
+
+    Raises:
+        ValueError: (a `pytreemod.CheckpointError`, also a `RuntimeError` as
+            in Equinox) if the record is malformed or does not fit `x`.
+
     Example:
         >>> import io
         >>> import numpy as np
@@ -59,22 +71,70 @@ def default_deserialise_filter_spec(f: IO[bytes], x: Any) -> Any:
         >>> default_deserialise_filter_spec(f, 0.0)
         2.5
     """
-    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
-        return jnp.asarray(_restore_dtype(np.load(f, allow_pickle=False), x.dtype))
-    if isinstance(x, np.ndarray):
-        return _restore_dtype(np.load(f, allow_pickle=False), x.dtype)
-    if is_array_like(x):
-        value = np.load(f, allow_pickle=False)
-        expected = np.asarray(x).dtype
-        if value.dtype.kind != expected.kind and value.dtype.kind != "V":
-            raise ValueError(
-                f"`like` holds a {type(x).__name__} here but the file holds "
-                f"{value.dtype} data"
-            )
+    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)):
+        header = _read_header(f)
+        if header.shape != tuple(x.shape):
+            raise _Changed("shape", tuple(x.shape), header.shape)
+        dtype = _loaded_dtype(header.dtype, x)
+        if dtype != x.dtype:
+            raise _Changed("dtype", np.dtype(x.dtype), dtype)
+        value = _restore_dtype(_read_data(f, header), x.dtype)
+        if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
+            return jnp.asarray(value)
         if isinstance(x, np.generic):
-            return _restore_dtype(value, x.dtype)[()]
-        return type(x)(value.item())
+            return value[()]
+        return value
+    if is_array_like(x):
+        header = _read_header(f)
+        expected = np.asarray(x).dtype
+        if header.dtype.kind != expected.kind:
+            raise LeafError(
+                f"`like` holds a {type(x).__name__} here but the file holds "
+                f"{header.dtype} data"
+            )
+        if math.prod(header.shape) != 1:
+            raise _Changed("shape", (), header.shape)
+        return type(x)(_read_data(f, header).item())
     return x
+
+
+def _read_header(f: IO[bytes]) -> _npy.NpyHeader:
+    try:
+        return _npy.read_header(f)
+    except _npy.NpyError as e:
+        raise LeafError(str(e)) from None
+
+
+def _read_data(f: IO[bytes], header: _npy.NpyHeader) -> np.ndarray:
+    try:
+        return _npy.read_data(f, header)
+    except _npy.NpyError as e:
+        raise LeafError(str(e)) from None
+
+
+def _loaded_dtype(on_disk: np.dtype, x: Any) -> np.dtype:
+    """The dtype the leaf will have once loaded for `x` (what Equinox's
+    reading gives), known before reading the data."""
+    if on_disk.kind == "V" and on_disk.itemsize == np.dtype(x.dtype).itemsize:
+        return np.dtype(x.dtype)
+    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
+        try:
+            return np.dtype(jax.dtypes.canonicalize_dtype(on_disk))
+        except (TypeError, ValueError):
+            return on_disk
+    return on_disk
+
+
+class _Changed(LeafError):
+    """The record's shape or dtype differs from `like`'s leaf; raised before
+    its data is read. `tree_deserialise_leaves` adds the key path."""
+
+    def __init__(self, what: str, in_like: Any, on_disk: Any):
+        self.what, self.in_like, self.on_disk = what, in_like, on_disk
+        super().__init__(
+            f"The leaf has changed {what} from {in_like} in `like` to {on_disk} "
+            "on disk."
+        )
 
 
 def _restore_dtype(value: np.ndarray, dtype: Any) -> np.ndarray:
@@ -178,12 +238,13 @@ def tree_deserialise_leaves(
             for path, old in pairs:
                 try:
                     new = spec(file, old)
-                except (EOFError, ValueError) as e:
-                    raise ValueError(
-                        f"could not read the leaf at `{jax.tree_util.keystr(path)}`: "
-                        f"{e}. The file is truncated, or was written from a pytree "
-                        "with other leaves than `like`; `pytreemod.save`/`load` "
-                        "match leaves by key path instead."
+                except _Changed as e:
+                    raise LeafError(
+                        _changed(path, e.what, e.in_like, e.on_disk)
+                    ) from None
+                except Exception as e:
+                    raise LeafError(
+                        f"Error at leaf with path {tuple(path)}: {_where(path)}: {e}"
                     ) from e
                 _check_same(path, new, old)
                 leaves.append(new)
@@ -192,8 +253,48 @@ def tree_deserialise_leaves(
 
     if isinstance(path_or_file, (str, os.PathLike)):
         with open(_with_suffix(path_or_file), "rb") as file:
-            return read(file)
+            tree = read(file)
+            _check_at_end(file)
+        return tree
     return read(path_or_file)
+
+
+_TRAILING = (
+    "{path} has {count} more bytes after the last leaf of `like`: it was "
+    "written from a pytree with more leaves than `like` (or has data appended), "
+    "so loading it would give a different model. Build `like` exactly as the "
+    "saved model was built."
+)
+
+
+def _check_at_end(file: IO[bytes]) -> None:
+    here = file.tell()
+    end = file.seek(0, 2)
+    if end != here:
+        file.seek(here)
+        start = file.read(4)
+        message = _TRAILING.format(path=file.name, count=end - here)
+        if start == _npy.ZIP_MAGIC and here == 0:
+            message = f"{file.name}: {_npy.OTHER_FORMAT}."
+        raise LeafError(message)
+
+
+def _where(path: Any) -> str:
+    return f"`{jax.tree_util.keystr(path)}`" if path else "the root"
+
+
+_CHANGED_HINT = (
+    " The file was written from a pytree whose leaf here had another {what}; "
+    "build `like` with the same sizes and dtypes as the saved model."
+)
+
+
+def _changed(path: Any, what: str, in_like: Any, on_disk: Any) -> str:
+    return (
+        f"Deserialised leaf at path {tuple(path)} has changed {what} from "
+        f"{in_like} in `like` to {on_disk} on disk ({_where(path)})."
+        + _CHANGED_HINT.format(what=what)
+    )
 
 
 def _prefix_pairs(filter_spec: Any, tree: Any) -> list[tuple[Callable, Any]]:
@@ -204,18 +305,13 @@ def _prefix_pairs(filter_spec: Any, tree: Any) -> list[tuple[Callable, Any]]:
 
 
 def _check_same(path: Any, new: Any, old: Any) -> None:
-    where = jax.tree_util.keystr(path) or "the root"
     old_is_array = isinstance(old, (jax.Array, jax.ShapeDtypeStruct, np.ndarray))
     if old_is_array != isinstance(new, (jax.Array, np.ndarray)) or (
         not old_is_array and type(new) is not type(old)
     ):
-        raise ValueError(
-            f"the leaf at `{where}` was loaded as {type(new).__name__}, but "
-            f"`like` has a {type(old).__name__} there."
-        )
-    if old_is_array and (new.shape != old.shape or new.dtype != old.dtype):
-        raise ValueError(
-            f"the leaf at `{where}` is {new.dtype}{list(new.shape)} in the file "
-            f"but {old.dtype}{list(old.shape)} in `like`. Build `like` with the "
-            "same sizes and dtypes as the saved model."
-        )
+        what = ("type", type(old).__name__, type(new).__name__)
+        raise LeafError(_changed(path, *what))
+    if old_is_array and new.shape != old.shape:
+        raise LeafError(_changed(path, "shape", old.shape, new.shape))
+    if old_is_array and new.dtype != old.dtype:
+        raise LeafError(_changed(path, "dtype", old.dtype, new.dtype))
