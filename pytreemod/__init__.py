@@ -77,12 +77,12 @@ from ._transform._error_if import (
 
 # --- on top: serialisation ---
 from ._serialisation._checkpoint import (
-    CheckpointError as CheckpointError,
     CheckpointMismatchWarning as CheckpointMismatchWarning,
     load as load,
     load_metadata as load_metadata,
     save as save,
 )
+from ._serialisation._errors import CheckpointError as CheckpointError
 from ._serialisation._leaves import (
     default_deserialise_filter_spec as default_deserialise_filter_spec,
     default_serialise_filter_spec as default_serialise_filter_spec,

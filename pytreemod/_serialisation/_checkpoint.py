@@ -1,46 +1,36 @@
 """Path-keyed checkpoints: `save`, `load`, `load_metadata`.
 
-A checkpoint is a zip archive (uncompressed) holding `header.json` (format
-version, user metadata, and for every saved leaf its key path, kind, dtype,
-shape and member name) and one raw-bytes member per leaf. Leaves are matched
-by key path (`layers[2].weight`), not by position, so a checkpoint still loads
-after fields are reordered or layers are added. Zip's per-member CRC-32 is
-checked on every read, so a corrupted file is an error rather than silently
-wrong weights. Writes go to a temporary file in the same folder that is
-flushed, fsynced and then renamed over the target, so a crash mid-write
-leaves the previous checkpoint intact.
+A checkpoint is an uncompressed zip archive: one raw-bytes member per saved
+leaf and `header.json` (see `_header.py`: format version, user metadata, and
+for every leaf its key path, kind, dtype, shape, member and CRC-32). Leaves
+are matched by key path (`layers[2].weight`), not by position, so a
+checkpoint still loads after fields are reordered or layers are added.
+
+Loading is safe on a file from anyone: `_archive.py` bounds and checks the
+archive before any member is read, `_header.py` checks every header field,
+and here each leaf's declared dtype and shape are compared with `like`
+before its bytes are read, so memory stays at about the size of `like`.
+Nothing is unpickled or evaluated. Writing goes through
+`_atomic.replace_atomically`.
 """
 
 import dataclasses
-import json
 import os
-import pathlib
-import tempfile
 import warnings
 import zipfile
-from typing import Any, TypeVar
+from typing import IO, Any, Literal, TypeVar, overload
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._module._is_array import is_array_like
+from . import _header
+from ._archive import MAX_MEMBERS, Archive
+from ._atomic import replace_atomically
+from ._errors import CheckpointError
 
 _T = TypeVar("_T")
-_FORMAT = "pytreemod-checkpoint"
-_VERSION = 1
-_HEADER = "header.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint could not be read, or does not match `like` under
-    `strict=True`.
-
-    Example:
-        >>> import pytreemod
-        >>> issubclass(pytreemod.CheckpointError, ValueError)
-        True
-    """
 
 
 class CheckpointMismatchWarning(UserWarning):
@@ -141,7 +131,12 @@ def save(path: str | os.PathLike, pytree: Any, *, metadata: Any = None) -> None:
         {'step': 3}
     """
     leaves = _saved_leaves(pytree)
-    entries = []
+    if len(leaves) >= MAX_MEMBERS:
+        raise CheckpointError(
+            f"the pytree has {len(leaves)} array leaves; a checkpoint holds at "
+            f"most {MAX_MEMBERS - 1}. Stack repeated layers into fewer arrays."
+        )
+    entries, arrays = [], []
     for index, (key, leaf) in enumerate(leaves.items()):
         if isinstance(leaf, jax.ShapeDtypeStruct):
             raise CheckpointError(
@@ -149,77 +144,46 @@ def save(path: str | os.PathLike, pytree: Any, *, metadata: Any = None) -> None:
                 "to save. Save a real model, not a `filter_eval_shape` skeleton."
             )
         entry = _entry(leaf)
+        if _header.dtype_from_name(entry.dtype) is None:
+            raise CheckpointError(
+                f"the leaf at `{key}` has dtype {entry.dtype}; a checkpoint holds "
+                "only numbers and booleans."
+            )
         entries.append(
             {"path": key, "member": f"leaves/{index}", **dataclasses.asdict(entry)}
         )
-    header = {
-        "format": _FORMAT,
-        "version": _VERSION,
-        "metadata": metadata,
-        "leaves": entries,
-    }
-    try:
-        header_bytes = json.dumps(header).encode()
-    except TypeError as e:
-        raise TypeError(f"`metadata` must be JSON-serialisable: {e}") from None
+        arrays.append(leaf)
+    _header.encode(metadata, entries)  # fail early on bad metadata
 
-    path = pathlib.Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-                archive.writestr(_HEADER, header_bytes)
-                for entry, leaf in zip(entries, leaves.values(), strict=True):
-                    data = np.ascontiguousarray(np.asarray(leaf))
-                    archive.writestr(entry["member"], data.tobytes())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(path.parent)
+    def write(file: IO[bytes]) -> None:
+        with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
+            for entry, leaf in zip(entries, arrays, strict=True):
+                data = np.asarray(leaf)
+                data = data.astype(data.dtype.newbyteorder("="), copy=False)
+                raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+                archive.writestr(entry["member"], raw.data)
+                entry["crc32"] = archive.getinfo(entry["member"]).CRC
+            # Last, so that it can hold every member's CRC-32.
+            archive.writestr(_header.NAME, _header.encode(metadata, entries))
+
+    replace_atomically(path, write)
 
 
-def _fsync_folder(folder: pathlib.Path) -> None:
-    # Make the rename itself durable. Not every platform can open a folder.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_header(archive: zipfile.ZipFile, path: Any) -> dict:
-    header = json.loads(archive.read(_HEADER))
-    if header.get("format") != _FORMAT:
-        raise CheckpointError(f"{path} is not a pytreemod checkpoint.")
-    if header.get("version") != _VERSION:
-        raise CheckpointError(
-            f"{path} is a version {header.get('version')} checkpoint; this "
-            f"pytreemod reads version {_VERSION}."
-        )
-    return header
-
-
-def _open(path: Any) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path, "r")
-    except (zipfile.BadZipFile, OSError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({e}); the file is truncated "
-            "or corrupted, or was not written by `pytreemod.save`."
-        ) from e
+def _read(archive: Archive) -> tuple[Any, dict[str, _header.Saved]]:
+    data = archive.read(_header.NAME, limit=_header.MAX_BYTES)
+    return _header.decode(data, archive.path)
 
 
 def load_metadata(path: str | os.PathLike) -> Any:
     """Return the `metadata` that `save` stored in a checkpoint.
+
+    Reads only the header (its size is bounded). To read weights and
+    metadata of the same save, use `load(path, like, with_metadata=True)`:
+    two separate calls may see two different saves if another process saves
+    to `path` in between.
+
+    Raises:
+        CheckpointError: if the file is not a readable checkpoint.
 
     Example:
         >>> import tempfile, os
@@ -229,23 +193,33 @@ def load_metadata(path: str | os.PathLike) -> Any:
         >>> pytreemod.load_metadata(path)
         {'epoch': 2}
     """
-    with _open(path) as archive:
-        return _guarded(path, lambda: _read_header(archive, path))["metadata"]
+    with Archive(path) as archive:
+        return _read(archive)[0]
 
 
-def _guarded(path: Any, read: Any) -> Any:
-    try:
-        return read()
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as e:
-        raise CheckpointError(
-            f"{path} is corrupted ({type(e).__name__}: {e}); nothing was loaded. "
-            "Restore it from a backup or save it again."
-        ) from e
+@overload
+def load(
+    path: str | os.PathLike,
+    like: _T,
+    *,
+    strict: bool = True,
+    with_metadata: Literal[False] = False,
+) -> _T: ...
 
 
-def load(path: str | os.PathLike, like: _T, *, strict: bool = True) -> _T:
+@overload
+def load(
+    path: str | os.PathLike, like: _T, *, strict: bool = True, with_metadata: bool
+) -> Any: ...
+
+
+def load(
+    path: str | os.PathLike,
+    like: _T,
+    *,
+    strict: bool = True,
+    with_metadata: bool = False,
+) -> Any:
     """Load a checkpoint written by `save` into a pytree shaped like `like`.
 
     Leaves are matched by key path. `like` gives the structure, the non-array
@@ -260,13 +234,19 @@ def load(path: str | os.PathLike, like: _T, *, strict: bool = True) -> _T:
             or saved with another shape/dtype is an error listing all of them.
             If `False`, what matches is loaded, everything else keeps `like`'s
             value, and a `CheckpointMismatchWarning` lists the differences.
+        with_metadata: if `True`, return `(pytree, metadata)`, both read
+            through one open file, so they come from the same save even if
+            another process replaces `path` meanwhile.
 
     Returns:
-        A pytree like `like` holding the loaded values.
+        A pytree like `like` holding the loaded values, or `(pytree,
+        metadata)` with `with_metadata=True`.
 
     Raises:
         CheckpointError: on a mismatch under `strict=True`, or if the file is
-            truncated or corrupted (never a partial load).
+            truncated, corrupted, crafted or of the other format (never a
+            partial load). Safe on files from anyone: nothing is unpickled or
+            evaluated, and no file makes it allocate much more than `like`.
 
     Example:
         >>> import tempfile, os
@@ -274,28 +254,39 @@ def load(path: str | os.PathLike, like: _T, *, strict: bool = True) -> _T:
         >>> import pytreemod
         >>> path = os.path.join(tempfile.mkdtemp(), "m.ckpt")
         >>> pytreemod.save(path, {"a": jnp.ones(2)})
+        >>> tree, meta = pytreemod.load(path, {"a": jnp.zeros(2)}, with_metadata=True)
         >>> pytreemod.load(path, {"a": jnp.zeros(3)})
         Traceback (most recent call last):
         ...
-        pytreemod._serialisation._checkpoint.CheckpointError: ...
+        pytreemod._serialisation._errors.CheckpointError: ...
     """
-    with _open(path) as archive:
-        return _guarded(path, lambda: _load(archive, path, like, strict))
+    with Archive(path) as archive:
+        metadata, saved = _read(archive)
+        tree = _load(archive, saved, like, strict)
+    return (tree, metadata) if with_metadata else tree
 
 
-def _load(archive: zipfile.ZipFile, path: Any, like: Any, strict: bool) -> Any:
-    header = _read_header(archive, path)
-    saved = {e["path"]: e for e in header["leaves"]}
+def _load(
+    archive: Archive, saved: dict[str, _header.Saved], like: Any, strict: bool
+) -> Any:
+    path = archive.path
+    members = {_header.NAME} | {leaf.member for leaf in saved.values()}
+    if members != set(archive.members):
+        extra = sorted(set(archive.members) - members)
+        lost = sorted(members - set(archive.members))
+        raise archive.error(
+            f"its members {extra} are not in the header"
+            if extra
+            else f"the header's members {lost} are missing"
+        )
     wanted = _saved_leaves(like)
     missing = [p for p in wanted if p not in saved]
     unexpected = [p for p in saved if p not in wanted]
     mismatched = []
     for key in wanted.keys() & saved.keys():
-        in_file = _Entry(
-            saved[key]["kind"], saved[key]["dtype"], tuple(saved[key]["shape"])
-        )
+        in_file = saved[key]
         in_like = _entry(wanted[key])
-        if (in_file.dtype, in_file.shape) != (in_like.dtype, in_like.shape) or (
+        if (in_file.dtype.name, in_file.shape) != (in_like.dtype, in_like.shape) or (
             _is_python(in_file.kind) != _is_python(in_like.kind)
         ):
             mismatched.append((key, in_file.describe(), in_like.describe()))
@@ -328,17 +319,16 @@ def _is_python(kind: str) -> bool:
     return kind in _PYTHON_TYPES
 
 
-def _read_leaf(archive: zipfile.ZipFile, entry: dict, like_leaf: Any) -> Any:
-    dtype = jnp.dtype(entry["dtype"])
-    shape = tuple(entry["shape"])
-    data = archive.read(entry["member"])  # checks the CRC-32
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        raise CheckpointError(
-            f"the leaf `{entry['path']}` holds {len(data)} bytes, expected "
-            f"{expected} for {entry['dtype']}{list(shape)}; the file is corrupted."
+def _read_leaf(archive: Archive, saved: _header.Saved, like_leaf: Any) -> Any:
+    # `saved`'s dtype and shape equal `like_leaf`'s here, so this reads exactly
+    # as many bytes as `like` needs.
+    data = archive.read(saved.member, expected=saved.nbytes)
+    if saved.crc32 is not None and archive.members[saved.member][2] != saved.crc32:
+        raise archive.error(
+            f"the member `{saved.member}` is not the one the header lists for "
+            f"`{saved.path}` (another CRC-32): members were swapped or replaced"
         )
-    value = np.frombuffer(data, dtype=dtype).reshape(shape)
+    value = np.frombuffer(data, dtype=saved.dtype).reshape(saved.shape)
     if isinstance(like_leaf, (jax.Array, jax.ShapeDtypeStruct)):
         sharding = getattr(like_leaf, "sharding", None)
         return jax.device_put(value, sharding)
