@@ -113,7 +113,9 @@ def decode(data: bytes, path: Any) -> tuple[Any, dict[str, Saved]]:
         raise bad("it is nested too deeply") from None
     except ValueError as e:  # includes JSON and UTF-8 decoding errors
         raise bad(f"it is not valid JSON ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    if not isinstance(header, dict):
+        raise bad(f"it is a JSON {type(header).__name__}, not an object")
+    if header.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a pytreemod checkpoint: its header does not say "
             f'"format": "{FORMAT}".'

@@ -80,7 +80,8 @@ def default_deserialise_filter_spec(f: IO[bytes], x: Any) -> Any:
             raise _Changed("dtype", np.dtype(x.dtype), dtype)
         value = _restore_dtype(_read_data(f, header), x.dtype)
         if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
-            return jnp.asarray(value)
+            native = value.dtype.newbyteorder("=")  # JAX has no big-endian arrays
+            return jnp.asarray(value.astype(native, copy=False))
         if isinstance(x, np.generic):
             return value[()]
         return value
@@ -119,7 +120,8 @@ def _loaded_dtype(on_disk: np.dtype, x: Any) -> np.dtype:
         return np.dtype(x.dtype)
     if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)):
         try:
-            return np.dtype(jax.dtypes.canonicalize_dtype(on_disk))
+            native = on_disk.newbyteorder("=")  # swapped to native on loading
+            return np.dtype(jax.dtypes.canonicalize_dtype(native))
         except (TypeError, ValueError):
             return on_disk
     return on_disk

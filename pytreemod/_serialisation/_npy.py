@@ -24,7 +24,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 # NumPy's own default limit on the header (`max_header_size`).
 MAX_HEADER_BYTES = 10_000
 MAX_NDIM = 64
-_CHUNK = 1 << 24  # reading from a stream that cannot tell its size
+_CHUNK = 1 << 20  # reading from a stream that cannot tell its size
 
 _DESCR = re.compile(r"[<>|=]?[biufcVSUmM]\d{1,9}(\[[a-zA-Z]{1,3}\])?")
 _ITEM = re.compile(
