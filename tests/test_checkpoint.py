@@ -1,6 +1,7 @@
 """Path-keyed checkpoints: `save`, `load`, `load_metadata`."""
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,12 @@ from hypothesis import strategies as st
 
 import pytreemod
 from pytreemod import CheckpointError, CheckpointMismatchWarning, Module, field
+from pytreemod._serialisation._archive import Archive
+
+try:
+    import fcntl
+except ImportError:
+    fcntl = None
 
 
 class Dense(Module):
@@ -189,6 +196,93 @@ def test_a_crash_mid_write_keeps_the_old_checkpoint(tmp_path):
     like = {"x": jnp.zeros(4)}
     if pytreemod.load_metadata(path) == "old":
         assert float(pytreemod.load(path, like)["x"][0]) == 1.0
+    # The killed save's temporary file (if the kill came mid-write) is
+    # removed by the next save of the path.
+    pytreemod.save(path, {"x": jnp.ones(4)})
+    assert os.listdir(tmp_path) == ["big.ckpt"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="no file modes")
+def test_save_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    # Broke: a 0644 file was replaced by a 0600 one (from `mkstemp`).
+    path = tmp_path / "m.ckpt"
+    pytreemod.save(path, [1.0])
+    os.chmod(path, 0o640)
+    pytreemod.save(path, [2.0])
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+
+
+@pytest.mark.skipif(not hasattr(os, "umask"), reason="no umask")
+def test_a_new_file_gets_the_umasks_default_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        pytreemod.save(tmp_path / "m.ckpt", [1.0])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.ckpt").st_mode) == 0o640
+
+
+def test_save_writes_through_a_symlink(tmp_path):
+    # Broke: the link was replaced by a regular file.
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "real.ckpt"
+    pytreemod.save(target, [1.0])
+    link = tmp_path / "latest.ckpt"
+    link.symlink_to(target)
+    pytreemod.save(link, [2.0], metadata="via link")
+    assert link.is_symlink()
+    assert pytreemod.load_metadata(target) == "via link"
+    assert pytreemod.load(link, [0.0]) == [2.0]
+    assert sorted(os.listdir(tmp_path / "runs")) == ["real.ckpt"]
+    # A dangling link gets its target created.
+    dangling = tmp_path / "new.ckpt"
+    dangling.symlink_to(tmp_path / "runs" / "new-target.ckpt")
+    pytreemod.save(dangling, [3.0])
+    assert dangling.is_symlink() and pytreemod.load(dangling, [0.0]) == [3.0]
+
+
+@pytest.mark.skipif(fcntl is None, reason="no flock")
+def test_leftovers_are_removed_but_a_running_save_is_left_alone(tmp_path):
+    # Broke: 20 killed saves left 13 files (264 MiB) that nothing removed.
+    path = tmp_path / "m.ckpt"
+    stale = [tmp_path / f".m.ckpt.{i:012x}.tmp" for i in range(3)]
+    for leftover in stale:
+        leftover.write_bytes(b"half a checkpoint")
+    running = tmp_path / ".m.ckpt.abcdef123456.tmp"
+    running.write_bytes(b"being written")
+    other = [tmp_path / ".other.ckpt.abcdef123456.tmp", tmp_path / "m.ckpt.tmp"]
+    for name in other:
+        name.write_bytes(b"not ours")
+    with open(running, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as a live save holds it
+        pytreemod.save(path, [1.0])
+    assert not any(leftover.exists() for leftover in stale)
+    assert running.exists() and all(name.exists() for name in other)
+
+
+def test_weights_and_metadata_come_from_one_snapshot(tmp_path, monkeypatch):
+    # Broke: `load` and `load_metadata` opened the file separately, so a
+    # reader racing a writer could mix two saves.
+    path = tmp_path / "m.ckpt"
+    pytreemod.save(path, {"x": jnp.zeros(3)}, metadata={"step": 0})
+    real_read = Archive.read
+    raced = []
+
+    def read_then_race(self, name, *args, **kwargs):
+        data = real_read(self, name, *args, **kwargs)
+        if not raced:  # another process saves right after the header is read
+            raced.append(True)
+            pytreemod.save(path, {"x": jnp.ones(3)}, metadata={"step": 1})
+        return data
+
+    monkeypatch.setattr(Archive, "read", read_then_race)
+    tree, metadata = pytreemod.load(path, {"x": jnp.ones(3)}, with_metadata=True)
+    assert raced and metadata == {"step": 0}
+    np.testing.assert_array_equal(tree["x"], jnp.zeros(3))
+    monkeypatch.undo()
+    assert pytreemod.load(path, {"x": jnp.zeros(3)}, with_metadata=True)[1] == {
+        "step": 1
+    }
 
 
 leaf_arrays = st.builds(
