@@ -67,12 +67,16 @@ from ._transform._pmap import filter_pmap as filter_pmap
 from ._transform._shard import filter_shard as filter_shard
 from ._transform._vmap import filter_vmap as filter_vmap, if_array as if_array
 
-# --- error_if and Enumeration ---
-from ._transform._enumeration import Enumeration as Enumeration
-from ._transform._error_if import (
-    PytreemodRuntimeError as PytreemodRuntimeError,
+# --- error_if and Enumeration (pytreemod._errors, on layers 1-2) ---
+from ._errors._enumeration import Enumeration as Enumeration
+from ._errors._error_if import (
     branched_error_if as branched_error_if,
     error_if as error_if,
+)
+from ._transform._runtime_error import (
+    EquinoxRuntimeError as EquinoxRuntimeError,
+    EquinoxTracetimeError as EquinoxTracetimeError,
+    PytreemodRuntimeError as PytreemodRuntimeError,
 )
 
 # --- on top: serialisation ---

@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pytreemod
-from pytreemod import PytreemodRuntimeError, branched_error_if, error_if
+from pytreemod import (
+    EquinoxRuntimeError,
+    EquinoxTracetimeError,
+    branched_error_if,
+    error_if,
+)
 
 F32 = jnp.float32
 
@@ -21,18 +26,30 @@ def _check_negative(x):
 _jitted = jax.jit(_check_negative)
 
 
-def test_error_is_a_runtime_error_exported_under_its_public_name():
-    assert issubclass(PytreemodRuntimeError, RuntimeError)
-    assert PytreemodRuntimeError.__module__ == "pytreemod"
+def test_errors_are_runtime_errors_exported_under_equinoxs_names():
+    for error in (EquinoxRuntimeError, EquinoxTracetimeError):
+        assert issubclass(error, RuntimeError)
+        assert error.__module__ == "pytreemod"
+    # As in Equinox, neither is a subclass of the other.
+    assert not issubclass(EquinoxTracetimeError, EquinoxRuntimeError)
+    # pytreemod's earlier name is the same class.
+    assert pytreemod.PytreemodRuntimeError is EquinoxRuntimeError
 
 
 @pytest.mark.parametrize(
-    "pred",
-    [True, np.bool_(True), np.array([False, True]), jnp.array([[False], [True]])],
+    ("pred", "error"),
+    [
+        (True, EquinoxTracetimeError),
+        (np.bool_(True), EquinoxTracetimeError),
+        (np.array([False, True]), EquinoxRuntimeError),
+        (jnp.array([[False], [True]]), EquinoxRuntimeError),
+    ],
     ids=["python", "numpy-scalar", "numpy", "jax"],
 )
-def test_eager_true_predicate_raises_at_once(pred):
-    with pytest.raises(PytreemodRuntimeError, match="^bad value$"):
+def test_eager_true_predicate_raises_at_once(pred, error):
+    # A Python bool fails "at trace time", an array "at runtime", as in Equinox;
+    # eagerly the message is just `msg` (the traceback is the whole stack).
+    with pytest.raises(error, match="^bad value$"):
         error_if(jnp.ones(2), pred, "bad value")
 
 
@@ -49,10 +66,12 @@ def test_jit_passes_values_through_and_raises_at_runtime():
     with pytest.raises(RuntimeError, match="x must be non-negative") as info:
         _jitted(jnp.array([1.0, -1.0], F32))
     # Raised by JAX around the host callback, not directly by error_if; the
-    # message names where error_if was called.
-    assert type(info.value) is not PytreemodRuntimeError
-    assert "PytreemodRuntimeError: x must be non-negative" in str(info.value)
-    assert "test_error_if.py" in str(info.value)
+    # message starts with Equinox's first line and shows where error_if was
+    # traced.
+    assert type(info.value) is not EquinoxRuntimeError
+    assert "Above is the stack outside of JIT" in str(info.value)
+    assert "in _check_negative" in str(info.value)
+    assert "Batch index" not in str(info.value)
     # A second, cached call raises the same way.
     with pytest.raises(RuntimeError, match="x must be non-negative"):
         _jitted(jnp.array([-1.0, 1.0], F32))
@@ -71,7 +90,7 @@ def test_filter_jit_raises_at_runtime():
 
 
 def test_predicate_known_at_trace_time_raises_while_tracing():
-    with pytest.raises(PytreemodRuntimeError, match="always wrong"):
+    with pytest.raises(EquinoxTracetimeError, match="always wrong"):
         jax.jit(lambda x: error_if(x, True, "always wrong"))(jnp.ones(2))
     # A constant false predicate adds nothing to the computation.
     jaxpr = jax.make_jaxpr(lambda x: error_if(x, False, "never"))(jnp.ones(2))
@@ -100,11 +119,28 @@ def test_static_leaves_of_x_are_kept():
     assert jnp.array_equal(out.weight, layer.weight)
 
 
-def test_eager_vmap_raises_the_python_error_if_any_element_fails():
+def test_eager_vmap_raises_the_python_error_naming_failing_elements():
     f = jax.vmap(_check_negative)
     assert jnp.array_equal(f(jnp.ones((3, 2), F32)), jnp.ones((3, 2), F32))
-    with pytest.raises(PytreemodRuntimeError, match="x must be non-negative"):
+    with pytest.raises(
+        EquinoxRuntimeError, match=r"^Batch index \(1,\) had error:\nx must be non-"
+    ):
         f(jnp.array([[1.0, 1.0], [1.0, -1.0]], F32))
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_vmap_names_every_failing_batch_index(jit):
+    f = jax.vmap(jax.vmap(_check_negative))
+    f = jax.jit(f) if jit else f
+    x = jnp.ones((2, 3), F32).at[0, 1].set(-1.0).at[1, 2].set(-1.0)
+    with pytest.raises(RuntimeError) as info:
+        f(x)
+    expected = (
+        "Batch index (0, 1) had error:\nx must be non-negative\n\n"
+        "Batch index (1, 2) had error:\nx must be non-negative"
+    )
+    assert expected in str(info.value)
+    assert "(0, 0)" not in str(info.value)
 
 
 def test_jit_of_nested_vmap_raises_only_when_an_element_fails():
@@ -125,7 +161,7 @@ def test_gradient_passes_through_unchanged():
     x = jnp.array([1.0, 2.0], F32)
     grad = jax.grad(lambda x: jnp.sum(_check_negative(x) ** 2))(x)
     assert jnp.allclose(grad, 2 * x)
-    with pytest.raises(PytreemodRuntimeError, match="x must be non-negative"):
+    with pytest.raises(EquinoxRuntimeError, match="x must be non-negative"):
         jax.grad(_linear_loss)(-x)
 
 
@@ -166,27 +202,34 @@ MSGS = ["too small", "too large", "not a number"]
 @pytest.mark.parametrize("index", [0, 2, np.int32(1), jnp.array(1)])
 def test_branched_eager_uses_the_indexed_message(index):
     message = MSGS[int(index)]
-    with pytest.raises(PytreemodRuntimeError, match=f"^{message}$"):
+    with pytest.raises(EquinoxTracetimeError, match=f"^{message}$"):
         branched_error_if(jnp.ones(2), True, index, MSGS)
 
 
 def test_branched_with_traced_index_picks_the_message_at_runtime():
     f = jax.jit(lambda x, i: branched_error_if(x, x < 0, i, MSGS))
     assert jnp.array_equal(f(jnp.ones(2, F32), 1), jnp.ones(2, F32))
-    with pytest.raises(RuntimeError, match="PytreemodRuntimeError: not a number"):
+    with pytest.raises(RuntimeError, match="\n\nnot a number\n\n"):
         f(-jnp.ones(2, F32), 2)
 
 
-def test_branched_vmap_reports_the_largest_failing_index():
+def test_branched_vmap_reports_each_failing_element_with_its_message():
     f = jax.jit(jax.vmap(lambda x, i: branched_error_if(x, x < 0, i, MSGS)))
     x = jnp.array([-1.0, 1.0, -1.0], F32)
-    # Element 1 has the largest index but passes; element 2 fails with index 1.
-    with pytest.raises(RuntimeError, match="PytreemodRuntimeError: too large"):
+    # Element 1 passes, so its message ("not a number") is not reported.
+    with pytest.raises(RuntimeError) as info:
         f(x, jnp.array([0, 2, 1]))
+    assert (
+        "Batch index (0,) had error:\ntoo small\n\n"
+        "Batch index (2,) had error:\ntoo large"
+    ) in str(info.value)
+    assert "not a number" not in str(info.value)
 
 
 def test_traced_predicate_needs_an_array_in_x():
-    with pytest.raises(ValueError, match="holds no arrays"):
+    with pytest.raises(
+        ValueError, match=r"^No arrays to thread error on to: .*holds\s+no arrays"
+    ):
         jax.jit(lambda p: error_if("no arrays", p, "msg"))(jnp.array(True))
 
 
@@ -237,7 +280,104 @@ def test_filter_jit_raises_the_pytreemod_error_itself():
     # Inside a compiled computation the error passes through JAX as a
     # JaxRuntimeError; filter_jit gives the user the library's own type.
     f = pytreemod.filter_jit(lambda x: pytreemod.error_if(x, x < 0, "negative x"))
-    with pytest.raises(pytreemod.PytreemodRuntimeError, match="negative x") as info:
+    with pytest.raises(EquinoxRuntimeError, match="negative x") as info:
         jax.block_until_ready(f(jnp.array(-1.0)))
-    assert "error_if called at" in str(info.value)
+    assert type(info.value) is EquinoxRuntimeError
+    assert str(info.value).startswith("Above is the stack outside of JIT.")
+    assert "EQX_ON_ERROR" in str(info.value)
+    assert info.value.__cause__ is None
     assert float(f(jnp.array(2.0))) == 2.0
+
+
+# --- on_error and EQX_ON_ERROR ---
+
+
+def test_on_error_off_skips_the_check_even_when_known_to_fail():
+    f = jax.jit(lambda x, p: error_if(x, p, "hi", on_error="off"))
+    assert float(f(jnp.array(1.0, F32), True)) == 1.0
+    assert (
+        float(jax.jit(lambda x: error_if(x, True, "hi", on_error="off") + 1)(1.0))
+        == 2.0
+    )
+
+
+def test_on_error_nan_fills_arrays_and_carries_on():
+    tree = {
+        "f": jnp.array([1.0, 2.0], F32),
+        "i": jnp.array([1, 2], jnp.int32),
+        "u": jnp.array(3, jnp.uint8),
+        "b": jnp.array(True),
+        "s": "static",
+    }
+    f = jax.jit(lambda t, p: error_if(t, p, "hi", on_error="nan"), static_argnums=())
+    arrays = {k: v for k, v in tree.items() if k != "s"}
+    out = f(arrays, jnp.array(True))
+    assert bool(jnp.all(jnp.isnan(out["f"])))
+    assert out["i"].tolist() == [2**31 - 1] * 2 and int(out["u"]) == 255
+    assert bool(out["b"])
+    same = f(arrays, jnp.array(False))
+    assert jnp.array_equal(same["f"], tree["f"])
+    # Eagerly, non-array leaves are kept as they are.
+    assert error_if(tree, jnp.array(False), "hi", on_error="nan")["s"] == "static"
+
+
+def test_on_error_nan_under_vmap_fills_only_failing_elements():
+    f = jax.vmap(lambda x: error_if(x, x < 0, "neg", on_error="nan"))
+    out = f(jnp.array([1.0, -1.0], F32))
+    assert float(out[0]) == 1.0 and bool(jnp.isnan(out[1]))
+
+
+def test_on_error_nan_with_a_known_predicate_warns_as_equinox():
+    with pytest.warns(UserWarning, match=r"^Resolving error at trace time"):
+        out = error_if(jnp.ones(2, F32), True, "hi", on_error="nan")
+    assert bool(jnp.all(jnp.isnan(out)))
+
+
+def test_the_environment_variable_sets_the_default(monkeypatch):
+    monkeypatch.setenv("EQX_ON_ERROR", "off")
+    assert float(error_if(jnp.array(1.0), jnp.array(True), "hi")) == 1.0
+    # An explicit `on_error` wins over the environment.
+    with pytest.raises(EquinoxRuntimeError, match="^hi$"):
+        error_if(jnp.array(1.0), jnp.array(True), "hi", on_error="raise")
+    monkeypatch.setenv("EQX_ON_ERROR", "loud")
+    with pytest.raises(RuntimeError, match=r"EQX_ON_ERROR`: got 'loud'"):
+        error_if(jnp.array(1.0), jnp.array(True), "hi")
+
+
+def test_an_unknown_on_error_is_rejected():
+    with pytest.raises(RuntimeError, match=r"^Unrecognised value for `on_error`"):
+        error_if(1.0, False, "hi", on_error="loud")
+
+
+def test_on_error_breakpoint_opens_jaxs_debugger(monkeypatch):
+    opened = []
+    monkeypatch.setattr(jax.debug, "breakpoint", lambda **kw: opened.append(kw))
+    monkeypatch.setenv("EQX_ON_ERROR_BREAKPOINT_FRAMES", "3")
+    assert float(error_if(jnp.array(1.0), True, "hi", on_error="breakpoint")) == 1.0
+    assert opened == [{"num_frames": 3}]
+    # Traced: the breakpoint is staged behind the predicate.
+    jax.make_jaxpr(lambda x: error_if(x, x < 0, "hi", on_error="breakpoint"))(1.0)
+    assert len(opened) == 2
+
+
+# --- errors through filter_jit, as Equinox reports them ---
+
+
+def test_nested_filter_jit_error_has_no_cause_and_logs_nothing(caplog):
+    inner = pytreemod.filter_jit(lambda x: error_if(x, x > 0, "egads"))
+    outer = pytreemod.filter_jit(lambda x: inner(x))
+    with pytest.raises(EquinoxRuntimeError, match="egads") as info:
+        outer(jnp.array(1.0))
+    assert info.value.__cause__ is None
+    assert str(info.value).startswith("Above is the stack outside of JIT")
+    # JAX logs exceptions raised in callbacks; ours is raised, not logged twice.
+    assert caplog.text == ""
+
+
+def test_an_error_after_a_successful_call_is_equinoxs_type():
+    # A cached compiled call must raise the same type as the first trace.
+    f = pytreemod.filter_jit(lambda x: error_if(x, x > 0, "positive"))
+    f(jnp.array(-1.0))
+    with pytest.raises(EquinoxRuntimeError) as info:
+        f(jnp.array(1.0))
+    assert type(info.value) is EquinoxRuntimeError

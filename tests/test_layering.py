@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pytreemod"
 # Lower number = lower layer. Everything not listed sits on top of all three.
-LAYERS = {"_module": 1, "_transform": 2, "_state": 3}
+# `_errors` (error_if, Enumeration) sits on layers 1-2 and below `_state`.
+LAYERS = {"_module": 1, "_transform": 2, "_errors": 2.5, "_state": 3}
 TOP = 4
 PEERS = {"equinox", "flax"}
 

@@ -30,9 +30,9 @@ from typing_extensions import ParamSpec
 
 from .._module._module import BoundMethod, Module
 from ._caches import track
-from ._error_if import as_runtime_error
 from ._first_arguments import FirstArguments
 from ._retrace import TraceHistory, TraceRecord, describe_difference, top_level_parts
+from ._runtime_error import as_runtime_error
 from ._static import ARRAY, EqKey, find_bad_static, getter, kinds_of, merge_leaves
 
 __all__ = ["filter_jit"]

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
+from .._errors._error_if import error_if
 from .._module._is_array import is_array, is_inexact_array
 from .._module._pformat import tree_pformat
 from .._transform._custom_vjp import filter_custom_vjp
-from .._transform._error_if import error_if
 from .._transform._filters import combine, partition
 
 __all__ = ["backward_nan"]
@@ -83,7 +83,7 @@ def backward_nan(x: _T, name: Hashable | None = None, terminate: bool = True) ->
         x: any pytree. Its floating-point arrays are watched.
         name: an optional label, printed above each report.
         terminate: whether a NaN in the cotangent raises (through
-            `pytreemod.error_if`, so as `PytreemodRuntimeError`) rather than
+            `pytreemod.error_if`, so as `EquinoxRuntimeError`) rather than
             only being printed.
 
     Returns:

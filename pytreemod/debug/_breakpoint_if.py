@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._transform._error_if import _collapse_batch
+from .._errors._batch import collapse_batch as _collapse_batch
 
 __all__ = ["breakpoint_if"]
 

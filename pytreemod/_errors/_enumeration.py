@@ -7,8 +7,7 @@ pytree leaf, so it can be traced, vmapped and selected with `where`) and the
 enumeration class as a static field. Comparing two items compares the numbers,
 which gives a bool array, traced or not.
 
-It sits in layer 2, not with Module in layer 1, because `item.error_if` uses
-`branched_error_if`.
+It lives beside `error_if` because `item.error_if` uses `branched_error_if`.
 """
 
 import warnings
@@ -29,14 +28,14 @@ __all__ = ["Enumeration", "EnumerationItem"]
 _RESERVED = ("promote", "where")
 
 _DIFFERENT_ENUMERATIONS = """\
-cannot compare {left!r} with {right!r}: they are members of different
+cannot compare {left} with {right}: they are members of different
 enumerations ({left_enum} and {right_enum}). Only members of the same
 enumeration compare. If one enumeration inherits from the other, promote the
 parent's member first:
     {child}.promote(item) == {child}.SOME_MEMBER"""
 
 _NOT_A_MEMBER = (
-    "cannot compare {left!r} with {right!r} (of type {type}): an enumeration member "
+    "cannot compare {left} with {right!r} (of type {type}): an enumeration member "
     "only compares with members of the same enumeration, as in "
     "`item == {enum}.SOME_MEMBER`."
 )
@@ -50,6 +49,22 @@ def _qualname(enumeration: type) -> str:
     """The class's qualified name, without the `f.<locals>.` of a class made
     inside a function."""
     return enumeration.__qualname__.rpartition("<locals>.")[2]
+
+
+def _describe(item: Any) -> str:
+    """`Colour.RED` for a concrete member (clearer in error messages than the
+    repr, which is Equinox's `module.Colour<message>`); else the repr."""
+    if not isinstance(item, EnumerationItem):
+        return repr(item)
+    enumeration = item._enumeration
+    value = item._value
+    if isinstance(value, jax.core.Tracer) or np.ndim(value) != 0:
+        return f"{_qualname(enumeration)}<traced or batched>"
+    names = enumeration._pytreemod_names
+    index = int(value)
+    if not 0 <= index < len(names):
+        return f"{_qualname(enumeration)}<{index}>"
+    return f"{_qualname(enumeration)}.{names[index]}"
 
 
 class EnumerationItem(Module):
@@ -78,24 +93,19 @@ class EnumerationItem(Module):
     __hash__ = Module.__hash__
 
     def __repr__(self) -> str:
+        # As Equinox: the enumeration's full name, then the member's message
+        # (or `traced`, or the array of messages of a batch of members).
         enumeration = self._enumeration
-        name = _qualname(enumeration)
+        name = f"{enumeration.__module__}.{enumeration.__qualname__}"
         value = self._value
         if isinstance(value, jax.core.Tracer):
             return f"{name}<traced>"
-        if not hasattr(value, "dtype"):
-            return f"{name}<{value!r}>"
-        names = enumeration._pytreemod_names
+        messages = enumeration._pytreemod_messages
         numbers = np.asarray(value)
         if numbers.ndim == 0:
             index = int(numbers)
-            return (
-                f"{name}.{names[index]}"
-                if 0 <= index < len(names)
-                else f"{name}<{index}>"
-            )
-        listed = np.vectorize(lambda i: names[i] if 0 <= i < len(names) else "?")
-        return f"{name}<{np.array2string(listed(numbers), separator=', ')}>"
+            return f"{name}<{messages[index] if 0 <= index < len(messages) else index}>"
+        return f"{name}<{np.asarray(messages)[numbers]}>"
 
     def error_if(self, token: Any, pred: Any) -> Any:
         """Raise an error whose message is this member's message if `pred` is
@@ -118,7 +128,7 @@ class EnumerationItem(Module):
             >>> x = jnp.array([1.0, jnp.inf])
             >>> try:
             ...     Result.diverged.error_if(x, ~jnp.isfinite(x))
-            ... except pytreemod.PytreemodRuntimeError as e:
+            ... except pytreemod.EquinoxRuntimeError as e:
             ...     print(e)
             the solver diverged
         """
@@ -153,7 +163,10 @@ def _comparable(item: EnumerationItem, other: object) -> EnumerationItem:
     if not isinstance(other, EnumerationItem):
         raise ValueError(
             _NOT_A_MEMBER.format(
-                left=item, right=other, type=type(other).__name__, enum=_qualname(mine)
+                left=_describe(item),
+                right=other,
+                type=type(other).__name__,
+                enum=_qualname(mine),
             )
         )
     theirs = other._enumeration
@@ -161,8 +174,8 @@ def _comparable(item: EnumerationItem, other: object) -> EnumerationItem:
         child = mine if issubclass(mine, theirs) else theirs
         raise ValueError(
             _DIFFERENT_ENUMERATIONS.format(
-                left=item,
-                right=other,
+                left=_describe(item),
+                right=_describe(other),
                 left_enum=_qualname(mine),
                 right_enum=_qualname(theirs),
                 child=_qualname(child),
@@ -271,7 +284,7 @@ class _EnumerationMeta(type):
         if item._enumeration is not cls:
             raise ValueError(
                 f"`{_qualname(cls)}[item]` needs a member of {_qualname(cls)}; "
-                f"got {item!r}, a member of {_qualname(item._enumeration)}."
+                f"got {_describe(item)}, a member of {_qualname(item._enumeration)}."
             )
         value = item._value
         if isinstance(value, jax.core.Tracer):
@@ -302,7 +315,8 @@ class Enumeration(metaclass=_EnumerationMeta):
       bool array (traced under `jax.jit`); anything else is a `ValueError`;
     - pass through `jax.jit`, `filter_jit`, `lax.cond` and `jax.vmap` like any
       pytree (their one leaf is an int32 array);
-    - print as `Colour.RED`; `Colour[item]` is the member's message;
+    - print as `module.Colour<message>` (as in Equinox); `Colour[item]` is
+      the member's message;
     - raise their message as an error with `item.error_if(x, pred)`.
 
     `len(Colour)` is the number of members and `list(Colour)` lists them. A
@@ -316,8 +330,8 @@ class Enumeration(metaclass=_EnumerationMeta):
         >>> class Colour(pytreemod.Enumeration):
         ...     RED = "red"
         ...     BLUE = "blue"
-        >>> Colour.RED
-        Colour.RED
+        >>> repr(Colour.RED).endswith(".Colour<red>")
+        True
         >>> Colour[Colour.BLUE]
         'blue'
         >>> Colour.RED == Colour.BLUE
@@ -325,8 +339,8 @@ class Enumeration(metaclass=_EnumerationMeta):
         >>> @jax.jit
         ... def pick(x):
         ...     return Colour.where(x > 0, Colour.RED, Colour.BLUE)
-        >>> pick(jnp.array(-1.0))
-        Colour.BLUE
+        >>> Colour[pick(jnp.array(-1.0))]
+        'blue'
     """
 
     _pytreemod_names: tuple[str, ...] = ()
@@ -355,8 +369,8 @@ class Enumeration(metaclass=_EnumerationMeta):
             >>> class Status(pytreemod.Enumeration):
             ...     ok = ""
             ...     failed = "it failed"
-            >>> Status.where(jnp.array(False), Status.ok, Status.failed)
-            Status.failed
+            >>> Status[Status.where(jnp.array(False), Status.ok, Status.failed)]
+            'it failed'
         """
         if jnp.shape(pred) != () or jnp.result_type(pred) != jnp.bool_:
             raise ValueError(
@@ -368,7 +382,7 @@ class Enumeration(metaclass=_EnumerationMeta):
             if not isinstance(arg, cls):
                 raise ValueError(
                     f"`{_qualname(cls)}.where(pred, a, b)` needs members of "
-                    f"{_qualname(cls)}; `{arg_name}` is {arg!r}."
+                    f"{_qualname(cls)}; `{arg_name}` is {_describe(arg)}."
                 )
         if a._value is b._value:
             return a
@@ -397,8 +411,8 @@ class Enumeration(metaclass=_EnumerationMeta):
             ...     ok = ""
             >>> class Extended(Basic):
             ...     timeout = "timed out"
-            >>> Extended.promote(Basic.ok)
-            Extended.ok
+            >>> Extended.promote(Basic.ok).is_traced()
+            False
             >>> bool(Extended.promote(Basic.ok) == Extended.ok)
             True
         """
@@ -411,8 +425,8 @@ class Enumeration(metaclass=_EnumerationMeta):
         if source is cls or source not in cls._pytreemod_offsets:
             raise ValueError(
                 f"`{_qualname(cls)}.promote` can only promote members of the "
-                f"enumerations {_qualname(cls)} inherits from; got {item!r}, a "
-                f"member of {_qualname(source)}."
+                f"enumerations {_qualname(cls)} inherits from; got "
+                f"{_describe(item)}, a member of {_qualname(source)}."
             )
         with jax.ensure_compile_time_eval():
             value = jnp.asarray(cls._pytreemod_offsets[source])[item._value]
