@@ -13,6 +13,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,10 +33,19 @@ SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)
 
 
+def paired_median(row: Row, name: str, other: str) -> float:
+    """The median over rounds of `name`'s per-call time divided by `other`'s
+    in the same round. Rounds are interleaved, so each round's ratio divides
+    out the load of that moment; and this median lies inside the IQR that
+    `ratio_iqr` reports, which a ratio of medians need not."""
+    return statistics.median(
+        paired_ratios(row.timings[name].rounds_us, row.timings[other].rounds_us)
+    )
+
+
 def ratio_to_floor(row: Row) -> dict[str, float]:
-    """Each contender's per-call time divided by the floor's."""
-    floor = row.timings[FLOOR].per_call_us
-    return {name: t.per_call_us / floor for name, t in row.timings.items()}
+    """Each contender's per-call time divided by the floor's (`paired_median`)."""
+    return {name: paired_median(row, name, FLOOR) for name in row.timings}
 
 
 def ratio_iqr(row: Row, name: str) -> tuple[float, float]:
@@ -47,10 +57,10 @@ def ratio_iqr(row: Row, name: str) -> tuple[float, float]:
 
 
 def ratio_to_peers(row: Row) -> dict[str, float]:
-    """pytreemod's per-call time divided by each peer's that ran."""
-    mine = row.timings[PYTREEMOD].per_call_us
+    """pytreemod's per-call time divided by each peer's that ran
+    (`paired_median`)."""
     return {
-        name: mine / row.timings[name].per_call_us
+        name: paired_median(row, PYTREEMOD, name)
         for name in PEERS
         if name in row.timings
     }

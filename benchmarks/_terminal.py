@@ -155,8 +155,8 @@ def terminal_table(rows: Sequence[Row], rounds: int) -> str:
 
     table, widths = align(lines, right)
     caption = (
-        f"µs per call: median of {rounds} interleaved round(s). IQR: interquartile "
-        "range of the rounds' ratios. Below 1×: pytreemod is faster."
+        f"µs per call: median of {rounds} interleaved rounds; ratios: median and "
+        "IQR of per-round ratios (<1×: pytreemod faster)."
     )
     out = wrap([caption]) + [""]
     out += [cut(group_line(groups, widths)), *(cut(line) for line in table)]

@@ -217,8 +217,14 @@ def test_compare_flags_a_slower_case(tmp_path):
     before = json.loads((tmp_path / "before.json").read_text())
     if before["results"][0]["status"] != "ok":
         pytest.fail("flatten_unflatten needs pytreemod.nn.MLP, which is not there")
+    # An older baseline (schema 1, without the spreads) is still read: its
+    # rounds hold everything the spreads are computed from.
+    doctored = _doctored(before, 1000.0)
+    doctored["schema"] = 1
+    for r in doctored["results"]:
+        del r["iqr_us"], r["ratio_to_floor_iqr"]
     old = tmp_path / "old.json"
-    old.write_text(json.dumps(_doctored(before, 1000.0)))
+    old.write_text(json.dumps(doctored))
     status, out, _ = _main(
         [*argv, "--compare", str(old), "--json", str(tmp_path / "n")]
     )
