@@ -37,16 +37,26 @@ class Contender:
     Attributes:
         name: One of `CONTENDERS`.
         call: Does the work once and returns something to block on. This is what
-            is timed, many times over.
+            is timed, many times over. A contender whose work carries state
+            from call to call (a training loop) keeps it itself.
         result: Returns the contender's answer as a flat list (arrays, or plain
             values such as shapes), in a layout shared by every contender of the
-            case. It is called once, before any timed call, so a contender that
-            mutates its model in place may compute its answer from a fresh one.
+            case. It is called twice, before the timed calls and after them,
+            and must give the same answer both times: a contender whose calls
+            change its state (a training loop, NNX's in-place updates) computes
+            its answer from a fresh start, through the same compiled function,
+            so that the second check sees what the caches serve after
+            thousands of calls.
+        prepare: Called, untimed, with the number of calls about to be timed
+            back to back, so that a contender can build their arguments
+            beforehand (the `tracing` case makes a new model for each call);
+            `None` when there is nothing to prepare.
     """
 
     name: str
     call: Callable[[], Any]
     result: Callable[[], Sequence[Any]]
+    prepare: Callable[[int], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,19 +1,28 @@
-"""`python -m benchmarks`: runs the cases, prints the table, writes the files."""
+"""`python -m benchmarks`: runs the cases, prints the table, writes the files.
+
+stdout gets the aligned table (at most 120 columns), the comparison when
+asked for, and where each file went; stderr gets the progress bar, from the
+first second (imports, building, compiling) to the last round.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 import jax
 
 from ._case import PEERS
+from ._compare import CHANGED_BY, compare, comparison_text, markdown_comparison
+from ._peers import load_peer
 from ._plot import PlotUnavailable, plot, require_matplotlib
 from ._progress import Progress
-from ._report import SCHEMA, compare, markdown_comparison, markdown_table, to_json
-from ._runner import run_case
+from ._report import READABLE_SCHEMAS, markdown_table, to_json
+from ._runner import run_case, steps_per_case
+from ._terminal import terminal_table
 from .cases import BY_NAME, CASES
 
 #: Interleaved rounds of a full run, and each contender's batch length (ms).
@@ -23,8 +32,8 @@ QUICK_ROUNDS, QUICK_ROUND_MS = 7, 5.0
 
 COMPARE_SCHEMA = """\
 error: `--compare` needs a file written by `python -m benchmarks --json` with
-"schema": {schema}; {path} is not one (another program's file, or an older
-layout). Make a new baseline with `python -m benchmarks --json FILE`."""
+"schema" one of {schemas}; {path} is not one (another program's file, or an
+older layout). Make a new baseline with `python -m benchmarks --json FILE`."""
 
 
 def _case_names(text: str) -> list[str]:
@@ -66,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description=(
             "Time pytreemod against plain JAX (the floor) and, when installed, "
-            "Equinox and Flax NNX. Prints a Markdown table on stdout."
+            "Equinox and Flax NNX. Prints an aligned table on stdout; "
+            "--markdown writes the full Markdown table."
         ),
     )
     p.add_argument(
@@ -87,12 +97,22 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     p.add_argument(
-        "--compare",
-        metavar="OLD.json",
-        help="flag cases more than 10%% slower than in OLD.json",
+        "--markdown",
+        metavar="FILE.md",
+        help="write the full Markdown table (every ratio) to FILE.md",
     )
     p.add_argument(
-        "--plot", metavar="FILE.png", help="plot µs per call against array leaves"
+        "--compare",
+        metavar="OLD.json",
+        help=(
+            f"flag cases that changed by more than {CHANGED_BY * 100:.0f}%% since "
+            "OLD.json, outside both runs' spreads of rounds"
+        ),
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="plot the ratios to the floor, and µs per call against array leaves",
     )
     p.add_argument(
         "--rounds",
@@ -135,10 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"error: `--compare` cannot read {args.compare}: {e}"
             print(message, file=sys.stderr)
             return 2
-        if not isinstance(old, dict) or old.get("schema") != SCHEMA:
-            print(
-                COMPARE_SCHEMA.format(path=args.compare, schema=SCHEMA), file=sys.stderr
+        if not isinstance(old, dict) or old.get("schema") not in READABLE_SCHEMAS:
+            message = COMPARE_SCHEMA.format(
+                path=args.compare, schemas=", ".join(map(str, READABLE_SCHEMAS))
             )
+            print(message, file=sys.stderr)
             return 2
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else FULL_ROUNDS)
     round_ms = args.round_ms or (QUICK_ROUND_MS if args.quick else FULL_ROUND_MS)
@@ -149,8 +170,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in (case.quick_sizes if args.quick else case.sizes)
     ]
 
-    progress = Progress(len(plan) * (1 + rounds))
-    with jax.default_device(jax.devices("cpu")[0]):
+    progress = Progress(len(plan) * steps_per_case(rounds))
+    progress.note("starting JAX's CPU backend")
+    cpu = jax.devices("cpu")[0]
+    for name in args.peers:
+        # Imported here, where the bar says so, rather than in the first case.
+        progress.note(f"importing peer {name}")
+        load_peer(name)
+    # JAX's default numerics, whatever the caller set: the suite measures what
+    # users run (and optax's Adam needs standard dtype promotion).
+    with (
+        jax.default_device(cpu),
+        jax.numpy_dtype_promotion("standard"),
+        jax.numpy_rank_promotion("allow"),
+    ):
         rows = [
             run_case(case, size, rounds, round_ms / 1e3, progress, args.peers)
             for case, size in plan
@@ -165,15 +198,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "peers": list(args.peers),
     }
     record = to_json(rows, settings)
-    print(markdown_table(rows))
+    print(terminal_table(rows, rounds))
+    markdown = markdown_table(rows)
     if old is not None:
         record["comparison"] = compare(old, record)
         print()
-        print(markdown_comparison(record["comparison"], args.compare))
+        print(comparison_text(record["comparison"], args.compare))
+        markdown += "\n\n" + markdown_comparison(record["comparison"], args.compare)
+    written = []
     if args.json:
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)
             f.write("\n")
+        written.append(("figures (JSON)", args.json))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown + "\n")
+        written.append(("Markdown table", args.markdown))
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, record["machine"], settings)
+        written.append(("plot", args.plot))
+    if written:
+        print()
+        for what, path in written:
+            print(f"Wrote the {what} to {os.path.abspath(path)}")
     return 0

@@ -13,6 +13,8 @@ from types import ModuleType
 
 from ._case import PEERS, Contender
 
+#: Why a peer that `--peers` leaves out is absent.
+LEFT_OUT = "left out (--peers)"
 #: For each peer, the module a case's builder receives.
 _MODULES = {"equinox": "equinox", "nnx": "flax.nnx"}
 #: For each peer, the distribution whose version the report records.
@@ -64,7 +66,7 @@ def build_peers(
     absent: dict[str, str] = {}
     for name in PEERS:
         if name not in wanted:
-            absent[name] = "left out (--peers)"
+            absent[name] = LEFT_OUT
             continue
         if name not in builders:
             absent[name] = "no like-for-like version of this case"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -31,12 +32,23 @@ class Progress:
     def advance(self, label: str, steps: int = 1) -> None:
         """Marks `steps` more steps done, now working on `label`."""
         self.done = min(self.done + steps, self.total)
+        self._draw(label)
+
+    def note(self, label: str) -> None:
+        """Says what is being worked on now, without a step done: for the slow
+        parts between steps (imports, building, compiling)."""
+        self._draw(label)
+
+    def _draw(self, label: str) -> None:
         filled = _WIDTH * self.done // self.total
         bar = "#" * filled + "-" * (_WIDTH - filled)
         elapsed = time.perf_counter() - self.start
         line = f"[{bar}] {self.done}/{self.total} {elapsed:5.1f}s {label}"
         if self.in_place:
-            self.stream.write("\r\033[K" + line)
+            # A line longer than the terminal wraps, and `\r` then redraws
+            # only its last part: cut it to fit.
+            columns = shutil.get_terminal_size().columns
+            self.stream.write("\r\033[K" + line[: max(columns - 1, 20)])
         else:
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -1,9 +1,10 @@
-"""Turns rows of timings into the Markdown table, the JSON record, and the
-comparison with an earlier JSON record.
+"""Turns rows of timings into the Markdown table and the JSON record.
 
 Times are never shown alone: every row gives each contender's per-call time,
-its ratio to the floor (plain JAX doing the same work), and pytreemod's ratio
-to each peer. Ratios to the floor are what to compare across machines.
+its ratio to the floor (plain JAX doing the same work), pytreemod's ratio to
+each peer, and the spread of the rounds. Ratios to the floor are what to
+compare across machines. The aligned terminal table is in `_terminal.py`,
+`--compare` in `_compare.py`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,29 +21,65 @@ from typing import Any
 import jax
 
 from ._case import CONTENDERS, FLOOR, PEERS, PYTREEMOD
-from ._peers import peer_versions
+from ._peers import LEFT_OUT, peer_versions
 from ._runner import Row
+from ._spread import paired_ratios, quartiles
 
 #: Bump when the JSON layout changes in a way `--compare` must know about.
-SCHEMA = 1
-#: `--compare` flags a case this much slower than before (0.10: 10%).
-SLOWER_BY = 0.10
+#: 2 added `iqr_us` and `ratio_to_floor_iqr`; `--compare` still reads 1, whose
+#: `rounds_us` hold everything the spreads are computed from.
+SCHEMA = 2
+#: The schemas `--compare` can read.
+READABLE_SCHEMAS = (1, 2)
+
+
+def paired_median(row: Row, name: str, other: str) -> float:
+    """The median over rounds of `name`'s per-call time divided by `other`'s
+    in the same round. Rounds are interleaved, so each round's ratio divides
+    out the load of that moment; and this median lies inside the IQR that
+    `ratio_iqr` reports, which a ratio of medians need not."""
+    return statistics.median(
+        paired_ratios(row.timings[name].rounds_us, row.timings[other].rounds_us)
+    )
 
 
 def ratio_to_floor(row: Row) -> dict[str, float]:
-    """Each contender's per-call time divided by the floor's."""
-    floor = row.timings[FLOOR].per_call_us
-    return {name: t.per_call_us / floor for name, t in row.timings.items()}
+    """Each contender's per-call time divided by the floor's (`paired_median`)."""
+    return {name: paired_median(row, name, FLOOR) for name in row.timings}
+
+
+def ratio_iqr(row: Row, name: str) -> tuple[float, float]:
+    """The interquartile range of contender `name`'s round-by-round ratio to
+    the floor (see `_spread.paired_ratios`)."""
+    return quartiles(
+        paired_ratios(row.timings[name].rounds_us, row.timings[FLOOR].rounds_us)
+    )
 
 
 def ratio_to_peers(row: Row) -> dict[str, float]:
-    """pytreemod's per-call time divided by each peer's that ran."""
-    mine = row.timings[PYTREEMOD].per_call_us
+    """pytreemod's per-call time divided by each peer's that ran
+    (`paired_median`)."""
     return {
-        name: mine / row.timings[name].per_call_us
+        name: paired_median(row, PYTREEMOD, name)
         for name in PEERS
         if name in row.timings
     }
+
+
+def present_contenders(rows: Sequence[Row]) -> set[str]:
+    """The contenders that ran in at least one row: those that get columns."""
+    return {name for row in rows for name in row.timings}
+
+
+def absent_notes(rows: Sequence[Row]) -> list[str]:
+    """`"<peer>: <why> (<first case where seen>)"` for each distinct reason a
+    peer was absent, except being left out with `--peers` (asked for)."""
+    first: dict[str, str] = {}
+    for row in rows:
+        for name, reason in row.absent.items():
+            if reason != LEFT_OUT:
+                first.setdefault(f"{name}: {reason}", row.case)
+    return [f"{reason} ({case})" for reason, case in first.items()]
 
 
 def _us(value: float) -> str:
@@ -49,27 +87,35 @@ def _us(value: float) -> str:
 
 
 def _ratio(value: float) -> str:
-    return f"{value:.2f}×"
+    return f"{value:.2f}×" if value >= 0.1 else f"{value:.3f}×"
 
 
 def markdown_table(rows: Sequence[Row]) -> str:
-    """The report: one line per case and size, then why peers were absent.
+    """The full report as Markdown (`--markdown FILE`, the README's table): one
+    line per case and size, then why peers were absent.
 
     Columns: case, size, array leaves, per-call µs of each contender, each
-    contender's ratio to the floor, pytreemod's ratio to each peer.
+    contender's ratio to the floor, the interquartile range of pytreemod's
+    round-by-round ratio to the floor, pytreemod's ratio to each peer, and the
+    largest slowest-over-fastest round factor. Contenders that ran in no row
+    have no columns.
     """
-    others = [name for name in CONTENDERS if name != FLOOR]
+    present = present_contenders(rows)
+    contenders = [n for n in CONTENDERS if n in present]
+    others = [n for n in contenders if n != FLOOR]
+    peers = [n for n in PEERS if n in present]
     header = (
         ["case", "size", "leaves"]
-        + [f"{name} µs" for name in CONTENDERS]
+        + [f"{name} µs" for name in contenders]
         + [f"{name} ÷ floor" for name in others]
-        + [f"pytreemod ÷ {peer}" for peer in PEERS]
+        + ["pytreemod ÷ floor, IQR"]
+        + [f"pytreemod ÷ {peer}" for peer in peers]
+        + ["rounds max/min"]
     )
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
     ]
-    reasons: dict[str, str] = {}
     for row in rows:
         size = f"{row.size_label} {row.size}"
         if row.unavailable is not None:
@@ -78,20 +124,22 @@ def markdown_table(rows: Sequence[Row]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
             continue
         to_floor, to_peers = ratio_to_floor(row), ratio_to_peers(row)
+        lo, hi = ratio_iqr(row, PYTREEMOD)
         cells = [row.case, size, str(row.leaves)]
         cells += [
             _us(row.timings[n].per_call_us) if n in row.timings else "absent"
-            for n in CONTENDERS
+            for n in contenders
         ]
         cells += [_ratio(to_floor[n]) if n in to_floor else "absent" for n in others]
-        cells += [_ratio(to_peers[n]) if n in to_peers else "absent" for n in PEERS]
+        cells.append(f"{lo:.2f}–{hi:.2f}")
+        cells += [_ratio(to_peers[n]) if n in to_peers else "absent" for n in peers]
+        cells.append(f"{row.disagreement:.1f}×" + (" (noisy)" if row.noisy else ""))
         lines.append("| " + " | ".join(cells) + " |")
-        for name, reason in row.absent.items():
-            reasons.setdefault(f"{name}: {reason}", row.case)
-    if reasons:
+    notes = absent_notes(rows)
+    if notes:
         lines.append("")
         lines.append("Absent peers (first case where seen):")
-        lines += [f"- {reason} ({case})" for reason, case in reasons.items()]
+        lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
 
 
@@ -140,13 +188,18 @@ def to_json(rows: Sequence[Row], settings: Mapping[str, Any]) -> dict[str, Any]:
             "absent": dict(row.absent),
         }
         if row.unavailable is None:
-            entry["per_call_us"] = {n: t.per_call_us for n, t in row.timings.items()}
-            entry["rounds_us"] = {n: list(t.rounds_us) for n, t in row.timings.items()}
-            entry["calls_per_round"] = {
-                n: t.calls_per_round for n, t in row.timings.items()
-            }
+            timings = row.timings.items()
+            entry["per_call_us"] = {n: t.per_call_us for n, t in timings}
+            entry["iqr_us"] = {n: list(t.iqr_us) for n, t in timings}
+            entry["rounds_us"] = {n: list(t.rounds_us) for n, t in timings}
+            entry["calls_per_round"] = {n: t.calls_per_round for n, t in timings}
             entry["ratio_to_floor"] = ratio_to_floor(row)
+            entry["ratio_to_floor_iqr"] = {
+                n: list(ratio_iqr(row, n)) for n in row.timings
+            }
             entry["ratio_to_peers"] = ratio_to_peers(row)
+            entry["rounds_max_over_min"] = row.disagreement
+            entry["noisy"] = row.noisy
         results.append(entry)
     return {
         "schema": SCHEMA,
@@ -154,85 +207,3 @@ def to_json(rows: Sequence[Row], settings: Mapping[str, Any]) -> dict[str, Any]:
         "settings": dict(settings),
         "results": results,
     }
-
-
-def compare(
-    old: Mapping[str, Any], new: Mapping[str, Any], slower_by: float = SLOWER_BY
-) -> list[dict[str, Any]]:
-    """pytreemod's figures now against an earlier run, for each case and size
-    that ran in both.
-
-    Args:
-        old: An earlier run's JSON data.
-        new: This run's JSON data.
-        slower_by: The fraction beyond which a figure counts as slower.
-
-    Returns:
-        One entry per case and size: old and new ratio to the floor and per-call
-        time, and `slower_ratio` / `slower_time` flags.
-    """
-    before = {(r["case"], r["size"]): r for r in old["results"] if r["status"] == "ok"}
-    out = []
-    for r in new["results"]:
-        o = before.get((r["case"], r["size"]))
-        if r["status"] != "ok" or o is None or PYTREEMOD not in o["per_call_us"]:
-            continue
-        old_ratio = o["ratio_to_floor"][PYTREEMOD]
-        new_ratio = r["ratio_to_floor"][PYTREEMOD]
-        old_us, new_us = o["per_call_us"][PYTREEMOD], r["per_call_us"][PYTREEMOD]
-        out.append(
-            {
-                "case": r["case"],
-                "size_label": r["size_label"],
-                "size": r["size"],
-                "old_ratio_to_floor": old_ratio,
-                "new_ratio_to_floor": new_ratio,
-                "old_us": old_us,
-                "new_us": new_us,
-                "slower_ratio": new_ratio > old_ratio * (1 + slower_by),
-                "slower_time": new_us > old_us * (1 + slower_by),
-            }
-        )
-    return out
-
-
-def _change(old: float, new: float) -> str:
-    return f"{(new / old - 1) * 100:+.0f}%"
-
-
-def markdown_comparison(
-    entries: Sequence[Mapping[str, Any]], old_path: str, slower_by: float = SLOWER_BY
-) -> str:
-    """The comparison as Markdown: a table, and a line per flagged case."""
-    lines = [
-        f"Compared with {old_path} (pytreemod; flagged when more than "
-        f"{slower_by:.0%} slower):",
-        "",
-        "| case | size | ratio to floor, before → now | µs, before → now | flag |",
-        "|---|---|---:|---:|---|",
-    ]
-    flagged = 0
-    for e in entries:
-        flags = [
-            label
-            for label, on in (
-                ("SLOWER by ratio to floor", e["slower_ratio"]),
-                ("SLOWER by time", e["slower_time"]),
-            )
-            if on
-        ]
-        flagged += bool(flags)
-        ratio = (
-            f"{e['old_ratio_to_floor']:.2f} → {e['new_ratio_to_floor']:.2f} "
-            f"({_change(e['old_ratio_to_floor'], e['new_ratio_to_floor'])})"
-        )
-        time = f"{_us(e['old_us'])} → {_us(e['new_us'])} "
-        time += f"({_change(e['old_us'], e['new_us'])})"
-        size = f"{e['size_label']} {e['size']}"
-        cells = [e["case"], size, ratio, time, ", ".join(flags)]
-        lines.append("| " + " | ".join(cells) + " |")
-    if not entries:
-        lines.append("| (no case ran in both) | | | | |")
-    lines.append("")
-    lines.append(f"{flagged} of {len(entries)} compared case(s) flagged slower.")
-    return "\n".join(lines)

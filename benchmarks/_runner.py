@@ -2,8 +2,8 @@
 
 Timing scheme, for one case at one size:
 
-1. Each contender is called once (compilation and caches warm up) and its
-   answer compared with the floor's: a mismatch raises `ResultMismatch`.
+1. Each contender's answer is compared with the floor's (compiling it), and
+   it is called once more to warm up: a mismatch raises `ResultMismatch`.
 2. Each contender gets a batch size: how many calls make a round last about
    `round_s` (5-20 ms by default).
 3. Rounds are interleaved: round 1 times a batch of A, then of B, then of C;
@@ -13,7 +13,11 @@ Timing scheme, for one case at one size:
    `jax.block_until_ready` on the last result only: what is measured is the
    dispatch overhead a user feels when calling in a loop, not the latency of
    one call waited for. Garbage collection is off while a batch runs.
-5. The per-call time is the median over rounds of (batch time / batch size).
+5. The per-call time is the median over rounds of (batch time / batch size);
+   the spread of the rounds is kept with it (see `_spread.py`).
+6. After the timed rounds the answers are compared with the floor's again:
+   a cache that serves a stale or wrong result after thousands of calls
+   fails here, not only one that is wrong on the first call.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 
 from ._case import FLOOR, PEERS, Case, Contender, Unavailable
 from ._progress import Progress
+from ._spread import NOISY_FACTOR, disagreement, quartiles
 
 #: Tolerances for "computes the same result" (float32 work, compiled differently).
 RTOL = 1e-4
@@ -39,8 +44,8 @@ ATOL = 1e-5
 MAX_BATCH = 1_000_000
 
 RESULT_MISMATCH = """\
-Case `{case}` ({size}): contender `{name}` does not compute what the floor computes:
-{problem}.
+Case `{case}` ({size}): contender `{name}` does not compute what the floor computes
+{when}: {problem}.
 Timing contenders that do different work would compare nothing, so the run
 stops here. Either the library under test is wrong, or the case builds the
 contenders differently (different weights, inputs or layer options): make
@@ -65,6 +70,16 @@ class Timing:
     rounds_us: tuple[float, ...]
     calls_per_round: int
 
+    @property
+    def iqr_us(self) -> tuple[float, float]:
+        """First and third quartiles of the rounds' per-call times."""
+        return quartiles(self.rounds_us)
+
+    @property
+    def disagreement(self) -> float:
+        """Slowest round over fastest (see `_spread.NOISY_FACTOR`)."""
+        return disagreement(self.rounds_us)
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
@@ -88,6 +103,16 @@ class Row:
     absent: Mapping[str, str]
     unavailable: str | None = None
 
+    @property
+    def disagreement(self) -> float:
+        """The largest slowest-over-fastest round factor among the contenders."""
+        return max((t.disagreement for t in self.timings.values()), default=1.0)
+
+    @property
+    def noisy(self) -> bool:
+        """Whether some contender's rounds disagree by more than `NOISY_FACTOR`."""
+        return self.disagreement > NOISY_FACTOR
+
 
 def difference(expected: Sequence[Any], got: Sequence[Any]) -> str | None:
     """Says how `got` differs from `expected`, or `None` when they agree.
@@ -110,13 +135,20 @@ def difference(expected: Sequence[Any], got: Sequence[Any]) -> str | None:
     return None
 
 
-def check_agreement(case: str, size: str, contenders: Sequence[Contender]) -> None:
+#: When `check_agreement` runs, as its message says it.
+BEFORE, AFTER = "before the timed rounds", "after the timed rounds"
+
+
+def check_agreement(
+    case: str, size: str, contenders: Sequence[Contender], when: str = BEFORE
+) -> None:
     """Raises `ResultMismatch` unless every contender's answer matches the floor's.
 
     Args:
         case: The case's name, for the message.
         size: The size, for the message (e.g. `"depth 8"`).
         contenders: The contenders; one of them must be the floor.
+        when: `BEFORE` or `AFTER` the timed rounds, for the message.
     """
     results = {c.name: list(c.result()) for c in contenders}
     expected = results[FLOOR]
@@ -124,12 +156,23 @@ def check_agreement(case: str, size: str, contenders: Sequence[Contender]) -> No
         problem = difference(expected, got)
         if problem is not None:
             raise ResultMismatch(
-                RESULT_MISMATCH.format(case=case, size=size, name=name, problem=problem)
+                RESULT_MISMATCH.format(
+                    case=case, size=size, name=name, when=when, problem=problem
+                )
             )
 
 
-def time_batch(call: Callable[[], Any], calls: int) -> float:
-    """Seconds taken by `calls` calls back to back, blocking on the last result."""
+def time_batch(
+    call: Callable[[], Any],
+    calls: int,
+    prepare: Callable[[int], None] | None = None,
+) -> float:
+    """Seconds taken by `calls` calls back to back, blocking on the last result.
+
+    `prepare(calls)`, when given, runs first and is not timed.
+    """
+    if prepare is not None:
+        prepare(calls)
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -144,11 +187,15 @@ def time_batch(call: Callable[[], Any], calls: int) -> float:
             gc.enable()
 
 
-def batch_size(call: Callable[[], Any], round_s: float) -> int:
+def batch_size(
+    call: Callable[[], Any],
+    round_s: float,
+    prepare: Callable[[int], None] | None = None,
+) -> int:
     """How many calls make a batch last about `round_s` seconds."""
     calls = 1
     while True:
-        elapsed = time_batch(call, calls)
+        elapsed = time_batch(call, calls, prepare)
         if elapsed >= round_s / 2 or calls >= MAX_BATCH:
             break
         grow = math.ceil(round_s / max(elapsed, 1e-7))
@@ -173,11 +220,11 @@ def time_interleaved(
     Returns:
         Each contender's `Timing`, by name.
     """
-    batches = {c.name: batch_size(c.call, round_s) for c in contenders}
+    batches = {c.name: batch_size(c.call, round_s, c.prepare) for c in contenders}
     per_call: dict[str, list[float]] = {c.name: [] for c in contenders}
     for _ in range(rounds):
         for c in contenders:
-            seconds = time_batch(c.call, batches[c.name])
+            seconds = time_batch(c.call, batches[c.name], c.prepare)
             per_call[c.name].append(seconds / batches[c.name] * 1e6)
         on_round()
     return {
@@ -188,6 +235,12 @@ def time_interleaved(
         )
         for name, samples in per_call.items()
     }
+
+
+def steps_per_case(rounds: int) -> int:
+    """Progress steps of one case at one size: the check, the rounds, the
+    check after them."""
+    return rounds + 2
 
 
 def run_case(
@@ -206,7 +259,8 @@ def run_case(
         peers: The peers to try; the others are reported absent.
         rounds: How many interleaved rounds to time.
         round_s: About how long each contender's batch should last, in seconds.
-        progress: Advanced once for the build and check, then once per round.
+        progress: Advanced once for the build and check, once per round, and
+            once for the check after the rounds.
 
     Returns:
         The case's `Row`; an unavailable one when a pytreemod feature is missing.
@@ -216,20 +270,28 @@ def run_case(
     """
     size_text = f"{case.size_label} {size}"
     label = f"{case.name} {size_text}"
+    progress.note(f"{label}: building")
     try:
         setup = case.build(size, peers)
     except Unavailable as e:
-        progress.advance(f"{label}: unavailable", 1 + rounds)
+        progress.advance(f"{label}: unavailable", steps_per_case(rounds))
         return Row(case.name, case.size_label, size, None, {}, {}, str(e))
+    progress.note(f"{label}: compiling and checking answers")
     check_agreement(case.name, size_text, setup.contenders)
     for contender in setup.contenders:
         jax.block_until_ready(contender.call())
-    progress.advance(f"{label}: checked")
-    timings = time_interleaved(
-        setup.contenders, rounds, round_s, lambda: progress.advance(label)
-    )
+    progress.advance(f"{label}: checked, timing")
+    done = [0]
+
+    def on_round() -> None:
+        done[0] += 1
+        progress.advance(f"{label}: round {done[0]}/{rounds}")
+
+    timings = time_interleaved(setup.contenders, rounds, round_s, on_round)
+    check_agreement(case.name, size_text, setup.contenders, AFTER)
     if setup.after is not None:
         setup.after()
+    progress.advance(f"{label}: checked again")
     return Row(
         case.name, case.size_label, size, setup.leaves, timings, dict(setup.absent)
     )

@@ -14,6 +14,7 @@ from . import (
     jit_forward,
     stateful_step,
     tracing,
+    train_loop,
     train_step,
 )
 
@@ -22,6 +23,7 @@ CASES: tuple[Case, ...] = (
     construction.CASE,
     jit_forward.CASE,
     train_step.CASE,
+    train_loop.CASE,
     stateful_step.CASE,
     ensemble.CASE,
     tracing.CASE,

@@ -94,6 +94,6 @@ CASE = Case(
     summary="building the depth + 1 Linear layers (width 8) of an MLP",
     size_label="depth",
     sizes=(2, 8, 32),
-    quick_sizes=(32,),
+    quick_sizes=(2, 32),
     build=build,
 )

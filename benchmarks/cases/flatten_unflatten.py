@@ -75,6 +75,6 @@ CASE = Case(
     summary="tree_flatten + tree_unflatten of an MLP (width 8)",
     size_label="depth",
     sizes=(2, 8, 32),
-    quick_sizes=(32,),
+    quick_sizes=(2, 32),
     build=build,
 )

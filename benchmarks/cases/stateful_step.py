@@ -151,17 +151,19 @@ def _floor(model: Any, state: Any, x: jax.Array, y: jax.Array) -> Contender:
 def _nnx(nnx: ModuleType, depth: int, x: jax.Array, y: jax.Array) -> Contender:
     from . import _nnx_models
 
-    model = _nnx_models.canonical_model(_nnx_models.BatchNormMLP, depth)
-    step = _nnx_models.training_step(model, optimiser(), x, y)
+    def make() -> Any:
+        return _nnx_models.canonical_model(_nnx_models.BatchNormMLP, depth)
+
+    step = _nnx_models.train_step()
+    model = make()
+    optimizer = nnx.Optimizer(model, optimiser(), wrt=nnx.Param)
 
     def result() -> list[Any]:
-        # NNX updates in place: the answer is the first step's (see
-        # `Contender.result`).
-        value = step()
-        norms = [a for n in model.norms for a in (n.scale[...], n.bias[...])]
-        return [value, *_nnx_models.linear_answer(model.layers), *norms]
+        value, fresh = _nnx_models.first_step(make, step, optimiser(), x, y)
+        norms = [a for n in fresh.norms for a in (n.scale[...], n.bias[...])]
+        return [value, *_nnx_models.linear_answer(fresh.layers), *norms]
 
-    return Contender("nnx", step, result)
+    return Contender("nnx", lambda: step(model, optimizer, x, y), result)
 
 
 def build(depth: int, peers: Collection[str] = PEERS) -> Setup:

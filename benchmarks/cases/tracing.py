@@ -1,18 +1,21 @@
-"""Case `tracing`: 1,000 calls with the same structure trace exactly once.
+"""Case `tracing`: 1,000 calls, each with a new model, trace exactly once.
 
-Each call passes a different model instance (4 MLPs of the same structure and
-different weights, in turn) and a different input batch, as a training loop
-does. After the timed rounds, calls are topped up to at least 1,000 and the
-number of traces is asserted to be exactly 1: for pytreemod and Equinox with
-`debug.get_num_traces` of a function wrapped in `debug.assert_max_traces`,
-for the floor and NNX with a counter in the traced function. The reported
-time is per call.
+Each call passes a new model (a new object, equal to the last: the same
+structure and arrays, as a training loop hands each step a new model) and one
+of a few input batches in turn. The new models are built before each timed
+batch, untimed (`Contender.prepare`), so what is timed is the call alone. After
+the timed rounds, calls are topped up to at least 1,000 and the number of
+traces is asserted to be exactly 1: for pytreemod and Equinox with
+`debug.get_num_traces` of a function wrapped in `debug.assert_max_traces`, for
+the floor and NNX with a counter in the traced function. The reported time is
+per call.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Any
 
@@ -32,8 +35,8 @@ from .jit_forward import forward
 
 #: The calls each contender must make, all with one trace.
 CALLS = 1_000
-#: Distinct model instances and input batches, used in turn.
-POOL = 4
+#: Input batches, used in turn.
+INPUTS = 4
 
 TRACED_AGAIN = """\
 Case `tracing`: `{name}` traced {traces} times over {calls} calls whose arguments
@@ -44,12 +47,12 @@ instance retrace."""
 
 
 class Counted:
-    """Calls a contender's function over a pool of arguments, counting calls.
+    """Calls a contender's function with a new model each time, counting calls.
 
     Args:
         name: The contender's name.
-        fn: The jitted function.
-        pool: Argument tuples, used in turn.
+        fn: The jitted function, `fn(model, x)`.
+        renew: Returns a new model equal to the first one (a new object).
         traces: Returns how many times `fn` has been traced so far.
     """
 
@@ -57,29 +60,44 @@ class Counted:
         self,
         name: str,
         fn: Callable[..., Any],
-        pool: Sequence[tuple[Any, ...]],
+        renew: Callable[[], Any],
         traces: Callable[[], int],
     ):
         self.name = name
         self.fn = fn
-        self.cycle = itertools.cycle(pool)
-        self.pool = pool
+        self.renew = renew
         self.traces = traces
+        self.inputs = [batch_inputs(seed=s)[0] for s in range(INPUTS)]
+        self.cycle = itertools.cycle(self.inputs)
+        self.ready: collections.deque[tuple[Any, jax.Array]] = collections.deque()
         self.calls = 0
+
+    def prepare(self, calls: int) -> None:
+        """Builds the arguments of the next `calls` calls (untimed)."""
+        self.ready.clear()
+        self.ready.extend((self.renew(), next(self.cycle)) for _ in range(calls))
 
     def __call__(self) -> Any:
         self.calls += 1
-        return self.fn(*next(self.cycle))
+        if self.ready:
+            return self.fn(*self.ready.popleft())
+        return self.fn(self.renew(), next(self.cycle))
 
     def contender(self) -> Contender:
-        """The contender; its answer is the output for the pool's first entry."""
-        return Contender(self.name, self, lambda: [self.fn(*self.pool[0])])
+        """The contender; its answer is the output for a new model and the
+        first input batch."""
+        return Contender(
+            self.name,
+            self,
+            lambda: [self.fn(self.renew(), self.inputs[0])],
+            self.prepare,
+        )
 
     def finish(self) -> None:
         """Tops the calls up to `CALLS`, then asserts there was one trace."""
         while self.calls < CALLS:
             self()
-        jax.block_until_ready(self.fn(*self.pool[0]))
+        jax.block_until_ready(self.fn(self.renew(), self.inputs[0]))
         if self.traces() != 1:
             raise AssertionError(
                 TRACED_AGAIN.format(
@@ -88,16 +106,15 @@ class Counted:
             )
 
 
-def inputs() -> list[jax.Array]:
-    """`POOL` different input batches."""
-    return [batch_inputs(seed=s)[0] for s in range(POOL)]
+def renewer(model: Any) -> Callable[[], Any]:
+    """A function returning a new object equal to `model` each call: its
+    leaves put back into its structure, as any transform's output is built."""
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    return lambda: jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _library(name: str, lib: ModuleType, depth: int) -> Counted:
-    pool = [
-        (library_mlp(lib, depth, canonical_params(depth, seed=s)), x)
-        for s, x in enumerate(inputs())
-    ]
+    model = library_mlp(lib, depth, canonical_params(depth))
 
     # A fresh function for each build: trace counts are kept per function.
     def body(model: Any, x: jax.Array) -> jax.Array:
@@ -105,7 +122,10 @@ def _library(name: str, lib: ModuleType, depth: int) -> Counted:
 
     traced = lib.debug.assert_max_traces(body, max_traces=1)
     return Counted(
-        name, lib.filter_jit(traced), pool, lambda: lib.debug.get_num_traces(traced)
+        name,
+        lib.filter_jit(traced),
+        renewer(model),
+        lambda: lib.debug.get_num_traces(traced),
     )
 
 
@@ -123,12 +143,13 @@ def _counting(fn: Callable[..., Any]) -> tuple[Callable[..., Any], list[int]]:
 def _nnx(nnx: ModuleType, depth: int) -> Counted:
     from . import _nnx_models
 
-    pool = []
-    for s, x in enumerate(inputs()):
-        model = _nnx_models.canonical_model(_nnx_models.MLP, depth, seed=s)
-        pool.append((model, x))
+    model = _nnx_models.canonical_model(_nnx_models.MLP, depth)
+    graphdef, state = nnx.split(model)
     counted, count = _counting(lambda model, x: model(x))
-    return Counted("nnx", nnx.jit(counted), pool, lambda: count[0])
+    # A new NNX model object each call, as `nnx.merge` of the same state.
+    return Counted(
+        "nnx", nnx.jit(counted), lambda: nnx.merge(graphdef, state), lambda: count[0]
+    )
 
 
 def build(depth: int, peers: Collection[str] = PEERS) -> Setup:
@@ -138,14 +159,10 @@ def build(depth: int, peers: Collection[str] = PEERS) -> Setup:
     )
     with building_pytreemod():
         mine = _library(PYTREEMOD, ptm, depth)
-    floor_pool = []
-    rebuild = None
-    for model, x in mine.pool:
-        arrays, rebuild = split_arrays(model)
-        floor_pool.append((arrays, x))
-    assert rebuild is not None
+        arrays, rebuild = split_arrays(mine.renew())
     counted, count = _counting(lambda arrays, x: forward(rebuild(arrays), x))
-    floor = Counted(FLOOR, jax.jit(counted), floor_pool, lambda: count[0])
+    # The floor's new argument each call is a new list of the same arrays.
+    floor = Counted(FLOOR, jax.jit(counted), lambda: list(arrays), lambda: count[0])
     counters = [mine, floor]
 
     def peer(make: Callable[[], Counted]) -> Contender:
@@ -166,16 +183,13 @@ def build(depth: int, peers: Collection[str] = PEERS) -> Setup:
             counter.finish()
 
     return Setup(
-        len(floor_pool[0][0]),
-        [mine.contender(), floor.contender(), *built],
-        absent,
-        after,
+        len(arrays), [mine.contender(), floor.contender(), *built], absent, after
     )
 
 
 CASE = Case(
     name="tracing",
-    summary="1,000 calls of filter_jit, new model instance each call, one trace",
+    summary="1,000 calls of filter_jit, a new (equal) model each call, one trace",
     size_label="depth",
     sizes=(8,),
     quick_sizes=(8,),

@@ -82,13 +82,18 @@ def _floor(model: Any, x: jax.Array, y: jax.Array) -> Contender:
 def _nnx(nnx: ModuleType, depth: int, x: jax.Array, y: jax.Array) -> Contender:
     from . import _nnx_models
 
-    model = _nnx_models.canonical_model(_nnx_models.MLP, depth)
-    step = _nnx_models.training_step(model, optimiser(), x, y)
-    # NNX updates the model in place: the answer is the first step's, taken
-    # before any timed call (see `Contender.result`).
-    return Contender(
-        "nnx", step, lambda: [step(), *_nnx_models.linear_answer(model.layers)]
-    )
+    def make() -> Any:
+        return _nnx_models.canonical_model(_nnx_models.MLP, depth)
+
+    step = _nnx_models.train_step()
+    model = make()
+    optimizer = nnx.Optimizer(model, optimiser(), wrt=nnx.Param)
+
+    def result() -> list[Any]:
+        value, fresh = _nnx_models.first_step(make, step, optimiser(), x, y)
+        return [value, *_nnx_models.linear_answer(fresh.layers)]
+
+    return Contender("nnx", lambda: step(model, optimizer, x, y), result)
 
 
 def build(depth: int, peers: Collection[str] = PEERS) -> Setup:
