@@ -72,7 +72,7 @@ def test_applying_an_update_and_its_negation_gives_the_model_back(
     backward = jax.tree_util.tree_map(lambda x: -x, forward)
     there = pytreemod.apply_updates(model, forward)
     back = pytreemod.apply_updates(there, backward)
-    assert pytreemod.tree_equal(back, model, rtol=1e-5, atol=1e-4) is True
+    assert pytreemod.tree_equal(back, model, rtol=1e-5, atol=1e-4)
     assert back.steps is model.steps
 
 

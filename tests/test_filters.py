@@ -220,7 +220,7 @@ def test_combine_undoes_partition(tree, data):
         jax.tree_util.tree_leaves(rest)
     ) == len(leaves)
     # A Module `==` (tree_equal) agrees too.
-    assert pytreemod.tree_equal(pytreemod.combine(selected, rest), tree) is True
+    assert pytreemod.tree_equal(pytreemod.combine(selected, rest), tree)
 
 
 @settings(max_examples=25, deadline=None)

@@ -207,7 +207,7 @@ def test_assigning_own_method_explains_the_cycle():
 def test_equality_and_hash():
     a, b = _linear(), _linear()
     assert a == b
-    assert (a == Linear(jnp.ones((2, 3)), jnp.ones(2))) is False
+    assert not (a == Linear(jnp.ones((2, 3)), jnp.ones(2)))
     assert a != Linear(jnp.ones((2, 3)), jnp.zeros(2), size=3)
 
     class Hashable(Module):

@@ -99,7 +99,7 @@ def test_two_models_built_alike_have_equal_static_parts():
     static_a = ptm.filter(a, ptm.is_array, inverse=True)
     static_b = ptm.filter(b, ptm.is_array, inverse=True)
     assert ptm.tree_equal(static_a, static_b) is True
-    assert ptm.tree_equal(a, b) is False  # the arrays differ
+    assert not ptm.tree_equal(a, b)  # the arrays differ
 
 
 def test_repr_shows_the_placeholder():

@@ -66,8 +66,8 @@ def test_layers_are_the_ones_make_layer_builds_from_split_keys():
     stack = _stack(3)
     keys = jax.random.split(jax.random.key(0), 3)
     for i in range(3):
-        assert ptm.tree_equal(stack[i], Block(keys[i]), rtol=1e-6, atol=1e-6) is True
-    assert ptm.tree_equal(stack[-1], stack[2]) is True
+        assert ptm.tree_equal(stack[i], Block(keys[i]), rtol=1e-6, atol=1e-6)
+    assert ptm.tree_equal(stack[-1], stack[2])
 
 
 def test_a_key_is_split_into_one_per_layer():
@@ -216,8 +216,8 @@ def test_stacking_existing_layers_round_trips(weights):
     stack = ptm.nn.Stacked(layers=layers)
     assert len(stack) == len(layers)
     for original, back in zip(layers, stack, strict=True):
-        assert ptm.tree_equal(original, back) is True
-    assert ptm.tree_equal(ptm.nn.Stacked(layers=list(stack)), stack) is True
+        assert ptm.tree_equal(original, back)
+    assert ptm.tree_equal(ptm.nn.Stacked(layers=list(stack)), stack)
 
 
 def test_gradients_finite():

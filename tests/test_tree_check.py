@@ -1,4 +1,4 @@
-"""`tree_check`: cycles and Modules reached twice are refused."""
+"""`tree_check`: cycles and nodes reached twice are refused, as in Equinox."""
 
 import dataclasses
 
@@ -33,42 +33,78 @@ def test_a_plain_tree_passes():
     assert tree_check(model) is None
 
 
-@pytest.mark.parametrize("shared", [jnp.ones(2), 3, "a", None, (), [1]])
-def test_repeated_leaves_and_plain_containers_pass(shared):
-    # Only Modules (dataclass pytree nodes) must not repeat; this is narrower
-    # than Equinox, which also refuses a repeated list or dict.
+@pytest.mark.parametrize("shared", [jnp.ones(2), 3, "a", None, (), [], {}, Module()])
+def test_repeated_leaves_and_nodes_without_children_pass(shared):
     assert tree_check([shared, {"k": shared}]) is None
+
+
+@pytest.mark.parametrize(
+    "shared, kind",
+    [([1], "list"), ((None,), "tuple"), ({"a": 1}, "dict"), (Linear(1), "Linear")],
+)
+def test_any_node_with_children_reached_twice_is_refused(shared, kind):
+    with pytest.raises(
+        ValueError,
+        match=rf"(?s)^PyTree node of type `{kind}` appears in the PyTree multiple "
+        r"times\..*pytree\[0\].*pytree\[1\]\['k'\]",
+    ):
+        tree_check([shared, {"k": shared}])
 
 
 def test_a_module_reached_twice_is_refused_with_both_paths():
     layer = Linear(jnp.ones(2))
     with pytest.raises(
         ValueError,
-        match=r"(?s)same Linear object appears twice.*pytree\.layers\[0\]"
-        r".*pytree\.head\[1\]",
+        match=r"(?s)`Linear` appears in the PyTree multiple times.*"
+        r"pytree\.layers\[0\].*pytree\.head\[1\]",
     ):
         tree_check(Stack((layer,), head=[0, layer]))
 
 
 def test_a_registered_dataclass_reached_twice_is_refused():
     node = Node(1)
-    with pytest.raises(ValueError, match=r"(?s)same Node.*pytree\[0\].*pytree\[1\]"):
+    with pytest.raises(
+        ValueError, match=r"(?s)`Node` appears.*pytree\[0\].*pytree\[1\]"
+    ):
         tree_check([node, node])
 
 
+def test_a_node_that_is_its_own_child_is_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"^PyTree node of type `list` is immediately self-referential",
+    ):
+        tree_check(_cyclic_list())
+
+
 @pytest.mark.parametrize(
-    "make, inner, outer",
+    "make, kind, inner, outer",
     [
-        (lambda: _cyclic_list(), r"pytree\[1\]", r"pytree"),
-        (lambda: _cyclic_dict(), r"pytree\['a'\]\['b'\]", r"pytree\['a'\]"),
-        (lambda: _cyclic_module(), r"pytree\.head\[0\]", r"pytree"),
+        (lambda: _mutual_lists(), "list", r"pytree\[0\]\[0\]", r"pytree"),
+        (
+            lambda: _cyclic_dict(),
+            "dict",
+            r"pytree\['a'\]\['b'\]\['c'\]",
+            r"pytree\['a'\]",
+        ),
+        (lambda: _cyclic_module(), "Stack", r"pytree\.head\[0\]", r"pytree"),
     ],
 )
-def test_a_cycle_is_refused_with_both_paths(make, inner, outer):
+def test_a_cycle_is_refused_with_both_paths(make, kind, inner, outer):
     with pytest.raises(
-        ValueError, match=rf"(?s)contains itself.*\n    {inner}\n.*\n    {outer}\n"
+        ValueError,
+        match=rf"(?s)^PyTree node of type `{kind}` is self-referential; that is to "
+        rf"say it appears somewhere within its own PyTree structure\..*\n    {inner}\n"
+        rf".*\n    {outer}\n",
     ):
         tree_check(make())
+
+
+def _mutual_lists():
+    x, y = [], []
+    x.append(y)
+    y.append(x)
+    return x
 
 
 def _cyclic_list():
@@ -79,7 +115,7 @@ def _cyclic_list():
 
 def _cyclic_dict():
     inner = {}
-    inner["b"] = inner
+    inner["b"] = {"c": inner}
     return {"a": inner}
 
 
@@ -95,6 +131,6 @@ def test_a_bound_method_of_a_held_module_shares_that_module():
     assert tree_check([layer.apply]) is None
     with pytest.raises(
         ValueError,
-        match=r"(?s)same Linear object.*pytree\.layers\[0\].*pytree\.head\.__self__",
+        match=r"(?s)`Linear` appears.*pytree\.layers\[0\].*pytree\.head\.__self__",
     ):
         tree_check(Stack((layer,), head=layer.apply))

@@ -50,12 +50,31 @@ def test_a_module_gives_its_dynamic_fields_and_keeps_static_ones():
     assert (rebuilt.left, rebuilt.right, rebuilt.tag) == ("x", "y", "out")
 
 
-def test_a_child_that_is_the_root_itself_does_not_loop():
-    loop = [1]
-    loop.append(loop)
-    children, treedef = tree_flatten_one_level(loop)
-    assert children[0] == 1 and children[1] is loop
-    assert treedef == jax.tree_util.tree_structure([0, 0])
+@pytest.mark.parametrize("make", [lambda x: x.append(x), lambda x: x.extend([1, x])])
+def test_a_node_that_is_its_own_child_is_an_error(make):
+    loop = []
+    make(loop)
+    with pytest.raises(
+        ValueError,
+        match=r"^PyTree node of type `list` is immediately self-referential; that is "
+        r"to say it appears within its own PyTree structure as an immediate subnode\.",
+    ):
+        tree_flatten_one_level(loop)
+
+
+def test_a_deeper_cycle_is_flattened_one_level():
+    x, y = [], []
+    x.append(y)
+    y.append(x)
+    children, treedef = tree_flatten_one_level(x)
+    assert children[0] is y
+    assert treedef == jax.tree_util.tree_structure([0])
+
+
+def test_empty_nodes_among_the_children_are_children():
+    children, treedef = tree_flatten_one_level([None, (), Module(), 1])
+    assert children[:2] == [None, ()] and children[3] == 1
+    assert treedef == jax.tree_util.tree_structure([0, 0, 0, 0])
 
 
 trees = st.recursive(

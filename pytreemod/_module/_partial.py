@@ -1,22 +1,41 @@
 """`Partial` (a pytree `functools.partial`) and `module_update_wrapper`."""
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ._module import Module
 
-# Attributes copied from a wrapped function, as `functools.update_wrapper` does.
-_WRAPPER_ASSIGNMENTS = ("__module__", "__name__", "__qualname__", "__doc__")
+_Return = TypeVar("_Return")
+
+# Attributes copied from a wrapped function: `functools.WRAPPER_ASSIGNMENTS`
+# (`__module__`, `__name__`, `__qualname__`, `__doc__`, `__annotations__`, and
+# `__type_params__` from Python 3.12).
+_WRAPPER_ASSIGNMENTS = functools.WRAPPER_ASSIGNMENTS
+
+_NO_WRAPPED_PROPERTY_ERROR = (
+    "Wrapper module must supply `__wrapped__` as a property. `{cls}.__wrapped__` "
+    "is {got}; define\n"
+    "    @property\n"
+    "    def __wrapped__(self):\n"
+    "        return self.fn   # the wrapped callable\n"
+    "in the wrapper class, so that the wrapped callable stays a pytree child."
+)
 
 
-class Partial(Module):
+class Partial(Module, Generic[_Return]):
     """Like `functools.partial`, but a Module: the function and the bound
     arguments are pytree children, so their arrays are traced by transforms.
+
+    `Partial` is generic in the return type of the function, so that
+    `Partial[int]` can be written in annotations; an instance created as
+    `Partial[int](f)` records that in `__orig_class__`, as generic classes do.
 
     Args:
         func: the function (or callable Module) to call.
         *args: positional arguments to put first.
-        **kwargs: keyword arguments to pass; call-time keywords override them.
+        **kwargs: keyword arguments to pass; call-time keywords override them
+            (as in `functools.partial`; Equinox raises `TypeError` instead).
 
     Example:
         >>> import jax.numpy as jnp
@@ -26,37 +45,52 @@ class Partial(Module):
         Array(3., dtype=float32)
     """
 
-    func: Callable[..., Any]
+    func: Callable[..., _Return]
     args: tuple[Any, ...]
     keywords: dict[str, Any]
 
-    def __init__(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any):
-        if not callable(func):
-            raise TypeError(
-                f"`Partial` needs a callable first argument; got {func!r} of type "
-                f"{type(func).__name__}."
-            )
+    def __init__(self, func: Callable[..., _Return], /, *args: Any, **kwargs: Any):
+        # As in Equinox, `func` is not checked: a pytree transformation may
+        # put a placeholder there, and calling a non-callable fails clearly.
         self.func = func
         self.args = args
         self.keywords = kwargs
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `Partial[int](f)` sets `__orig_class__` after `__init__`; typing
+        # swallows the error a frozen Module gives, so allow that one name.
+        if name == "__orig_class__":
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Return:
         return self.func(*self.args, *args, **{**self.keywords, **kwargs})
 
 
-def module_update_wrapper(wrapper: Module, wrapped: Callable[..., Any] | None = None):
-    """Make a Module that wraps a function look like that function, the way
-    `functools.update_wrapper` does for plain wrappers: copy `__module__`,
-    `__name__`, `__qualname__` and `__doc__`, and set `__wrapped__`.
+def module_update_wrapper(
+    wrapper: Module, wrapped: Callable[..., Any] | None = None
+) -> Any:
+    """Return a copy of a wrapper Module that looks like the callable it wraps,
+    as `functools.update_wrapper` does for plain wrappers: `__module__`,
+    `__name__`, `__qualname__`, `__doc__` and `__annotations__` are copied
+    from the wrapped callable (those it has).
+
+    The wrapper's class must define `__wrapped__` as a property (returning the
+    wrapped callable, usually a field), as in Equinox: the wrapped callable
+    then stays a pytree child rather than an attribute set on the instance.
 
     Args:
-        wrapper: the wrapping Module instance.
-        wrapped: the function it wraps; by default `wrapper.__wrapped__`, which
-            the wrapper class then defines (as a property or a field).
+        wrapper: the wrapping Module instance. It is not modified.
+        wrapped: where to copy the attributes from; by default
+            `wrapper.__wrapped__`.
 
     Returns:
-        `wrapper` itself. The copied attributes are set on the instance only,
-        so they describe it but are not pytree fields.
+        A copy of `wrapper` (same class, same fields) with those attributes set
+        on the instance.
+
+    Raises:
+        ValueError: if `type(wrapper).__wrapped__` is not a property.
 
     Example:
         >>> import pytreemod
@@ -65,26 +99,30 @@ def module_update_wrapper(wrapper: Module, wrapped: Callable[..., Any] | None = 
         ...     return x * x
         >>> class Logged(pytreemod.Module):
         ...     fn: object
+        ...     @property
+        ...     def __wrapped__(self):
+        ...         return self.fn
         ...     def __call__(self, x):
         ...         return self.fn(x)
-        >>> logged = pytreemod.module_update_wrapper(Logged(square), square)
+        >>> logged = pytreemod.module_update_wrapper(Logged(square))
         >>> logged.__name__, logged.__doc__, logged(3)
         ('square', 'Square x.', 9)
     """
+    missing = object()
+    attribute = getattr(type(wrapper), "__wrapped__", missing)
+    if not isinstance(attribute, property):
+        got = "missing" if attribute is missing else f"a {type(attribute).__name__}"
+        raise ValueError(
+            _NO_WRAPPED_PROPERTY_ERROR.format(cls=type(wrapper).__name__, got=got)
+        )
     if wrapped is None:
-        try:
-            wrapped = wrapper.__wrapped__
-        except AttributeError:
-            raise TypeError(
-                f"`module_update_wrapper`: {type(wrapper).__name__} has no "
-                "`__wrapped__`; pass the wrapped function as the second argument."
-            ) from None
+        wrapped = wrapper.__wrapped__
+    copy = object.__new__(type(wrapper))
+    copy.__dict__.update(wrapper.__dict__)
     for name in _WRAPPER_ASSIGNMENTS:
         try:
             value = getattr(wrapped, name)
         except AttributeError:
             continue
-        object.__setattr__(wrapper, name, value)
-    if "__wrapped__" not in type(wrapper).__dict__:
-        object.__setattr__(wrapper, "__wrapped__", wrapped)
-    return wrapper
+        copy.__dict__[name] = value
+    return copy

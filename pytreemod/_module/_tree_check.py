@@ -1,23 +1,30 @@
-"""`tree_check`: refuse pytrees that contain themselves or share a Module."""
+"""`tree_check`: refuse pytrees that contain themselves or share a node."""
 
-import dataclasses
 from typing import Any
 
 import jax
 
 from ._tree_flatten_one_level import flatten_one_level_with_path
 
-_CYCLE_ERROR = """\
-The pytree contains itself: the {kind} at
+_CYCLE_ERROR = (
+    (
+        "PyTree node of type `{kind}` is self-referential; that is to say it appears "
+        "somewhere within its own PyTree structure.\n"
+    )
+    + """\
+The {kind} at
     {inner}
 is the same object as its ancestor at
     {outer}
 A pytree must be a tree, or flattening it never ends. Probably a container was
-appended to itself, or a Module was given a field that refers back to it;
-store the value itself instead of the structure holding it."""
+appended to something inside itself, or a Module was given a field that refers
+back to it; store the value itself instead of the structure holding it."""
+)
 
-_SHARED_MODULE_ERROR = """\
-The same {kind} object appears twice in the pytree, at
+_SHARED_NODE_ERROR = (
+    ("PyTree node of type `{kind}` appears in the PyTree multiple times.\n")
+    + """\
+The same object is at
     {first}
 and at
     {second}
@@ -27,6 +34,7 @@ copies, so a change to one would no longer reach the other. Either
 1. give each place its own {kind}, if they are meant to be independent; or
 2. keep it in one field and use that field twice in the code that calls it
    (e.g. `self.block(self.block(x))`), to share it explicitly."""
+)
 
 
 def _where(path: tuple[Any, ...]) -> str:
@@ -34,13 +42,14 @@ def _where(path: tuple[Any, ...]) -> str:
 
 
 def tree_check(pytree: Any) -> None:
-    """Check that `pytree` is really a tree: no cycles, no shared Modules.
+    """Check that `pytree` is really a tree: no cycles, no shared nodes.
 
     Flattening follows references, so a structure that contains itself can
-    never be flattened, and a Module (any dataclass registered as a pytree
-    node) reached along two paths becomes two separate copies once the pytree
-    is flattened and rebuilt. Both are refused. Leaves, arrays included, may
-    appear any number of times.
+    never be flattened, and a node (a Module, list, tuple, dict, ... that has
+    children) reached along two paths becomes two separate copies once the
+    pytree is flattened and rebuilt. Both are refused, as in Equinox. Leaves,
+    arrays included, and nodes without children (`None`, `()`, a Module
+    without dynamic fields) may appear any number of times.
 
     Args:
         pytree: the pytree to check.
@@ -49,7 +58,7 @@ def tree_check(pytree: Any) -> None:
         `None`, if the pytree is fine.
 
     Raises:
-        ValueError: on a cycle, or on a Module met twice; the message gives the
+        ValueError: on a cycle, or on a node met twice; the message gives the
             key paths of both places.
 
     Example:
@@ -62,18 +71,15 @@ def tree_check(pytree: Any) -> None:
         >>> tree_check(loop)
         Traceback (most recent call last):
         ...
-        ValueError: The pytree contains itself: the list at
-            pytree[1]
-        is the same object as its ancestor at
-            pytree
-        ...
+        ValueError: PyTree node of type `list` is immediately self-referential; ...
     """
     ancestors: dict[int, tuple[Any, ...]] = {}
-    modules: dict[int, tuple[Any, ...]] = {}
+    seen: dict[int, tuple[Any, ...]] = {}
+    keep_alive: list[Any] = []  # so that no two nodes visited share an id
 
     def visit(node: Any, path: tuple[Any, ...]) -> None:
         children, treedef = flatten_one_level_with_path(node)
-        if jax.tree_util.treedef_is_leaf(treedef):
+        if treedef.num_nodes == 1:  # a leaf, or a node without children
             return
         node_id = id(node)
         kind = type(node).__name__
@@ -83,16 +89,14 @@ def tree_check(pytree: Any) -> None:
                     inner=_where(path), outer=_where(ancestors[node_id]), kind=kind
                 )
             )
-        if dataclasses.is_dataclass(node):
-            if node_id in modules:
-                raise ValueError(
-                    _SHARED_MODULE_ERROR.format(
-                        kind=kind,
-                        first=_where(modules[node_id]),
-                        second=_where(path),
-                    )
+        if node_id in seen:
+            raise ValueError(
+                _SHARED_NODE_ERROR.format(
+                    kind=kind, first=_where(seen[node_id]), second=_where(path)
                 )
-            modules[node_id] = path
+            )
+        seen[node_id] = path
+        keep_alive.append(node)
         ancestors[node_id] = path
         for child_path, child in children:
             visit(child, path + child_path)

@@ -25,12 +25,31 @@ def _root_only() -> Callable[[Any], bool]:
     return is_leaf
 
 
+SELF_REFERENCE_ERROR = (
+    "PyTree node of type `{kind}` is immediately self-referential; that is to say "
+    "it appears within its own PyTree structure as an immediate subnode. (For "
+    "example `x = []; x.append(x)`.) This is not allowed: flattening it would "
+    "never end. Probably a container was appended to itself, or a field was given "
+    "the object that holds it."
+)
+
+
+def _check_not_self_referential(
+    pytree: Any, children: list[Any], treedef: jax.tree_util.PyTreeDef
+) -> None:
+    # A leaf is its own only "child": that is not a self-reference.
+    if treedef.num_nodes > 1 and any(child is pytree for child in children):
+        raise ValueError(SELF_REFERENCE_ERROR.format(kind=type(pytree).__name__))
+
+
 def flatten_one_level_with_path(
     pytree: Any,
 ) -> tuple[list[tuple[Any, Any]], jax.tree_util.PyTreeDef]:
     """Like `tree_flatten_one_level`, with the key path of each child:
     `([((key,), child), ...], treedef)`; a leaf gives `[((), leaf)]`."""
-    return jax.tree_util.tree_flatten_with_path(pytree, _root_only())
+    pairs, treedef = jax.tree_util.tree_flatten_with_path(pytree, _root_only())
+    _check_not_self_referential(pytree, [child for _, child in pairs], treedef)
+    return pairs, treedef
 
 
 def tree_flatten_one_level(pytree: Any) -> tuple[list[Any], jax.tree_util.PyTreeDef]:
@@ -46,6 +65,9 @@ def tree_flatten_one_level(pytree: Any) -> tuple[list[Any], jax.tree_util.PyTree
         `pytree`. For a leaf, `([pytree], leaf treedef)`; for a node without
         children, such as `None` or `()`, `([], treedef)`.
 
+    Raises:
+        ValueError: if `pytree` is one of its own children (`x.append(x)`).
+
     Example:
         >>> children, treedef = tree_flatten_one_level({"a": [1, 2], "b": None})
         >>> children
@@ -57,4 +79,6 @@ def tree_flatten_one_level(pytree: Any) -> tuple[list[Any], jax.tree_util.PyTree
         >>> tree_flatten_one_level(3.0)
         ([3.0], PyTreeDef(*))
     """
-    return jax.tree_util.tree_flatten(pytree, _root_only())
+    children, treedef = jax.tree_util.tree_flatten(pytree, _root_only())
+    _check_not_self_referential(pytree, children, treedef)
+    return children, treedef
