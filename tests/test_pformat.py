@@ -68,7 +68,26 @@ MLP(
 )"""
 
 
-@pytest.mark.parametrize("width, expected", [(80, MLP_AT_80), (20, MLP_AT_20)])
+# Between "all on one line" and "one child per line", a group whose children
+# fit together on one indented line puts them there (as Equinox does).
+MLP_AT_70 = """\
+MLP(
+  layers=(
+    Linear(
+      weight=f32[4,2], bias=f32[4], in_features=2, out_features=4
+    ),
+    Linear(
+      weight=f32[3,4], bias=f32[3], in_features=4, out_features=3
+    ),
+  ),
+  activation=<function relu>,
+  depth=2,
+)"""
+
+
+@pytest.mark.parametrize(
+    "width, expected", [(80, MLP_AT_80), (70, MLP_AT_70), (20, MLP_AT_20)]
+)
 def test_a_small_mlp(width, expected):
     assert tree_pformat(_mlp(), width=width) == expected
 
@@ -140,7 +159,7 @@ def _f(x, y=0):
         (OrderedDict(a=1), "OrderedDict({'a': 1})"),
         (Plain(1, 2), "Plain(a=1)"),
         (_f, "<function _f>"),
-        (print, "<function print>"),
+        (print, "<built-in function print>"),
         (jax.nn.relu, "<function relu>"),
         (jax.jit(_f), "<function _f>"),
         (Fn().method, "<bound method Fn.method>"),
@@ -189,7 +208,10 @@ def test_recursive_structures_do_not_loop(kind):
         holder = []
         obj = MLP((holder,), print, 1)
         holder.append(obj)
-        expected = "MLP(layers=([<recursive>],), activation=<function print>, depth=1)"
+        expected = (
+            "MLP(layers=([<recursive>],), activation=<built-in function print>, "
+            "depth=1)"
+        )
     assert tree_pformat(obj) == expected
 
 
@@ -219,3 +241,77 @@ def test_module_with_its_own_repr_prints_with_it():
             return f"Named<{self.value}>"
 
     assert tree_pformat([Named(1)]) == "[Named<1>]"
+
+
+def test_a_deep_mlp_prints_a_layer_per_line_group():
+    # A regression: each field of a layer went on its own line once the layer
+    # passed 80 columns, twice as long as Equinox's 39 lines for this model.
+    from pytreemod import nn
+
+    mlp = nn.MLP(2, 1, 8, 8, key=jax.random.key(0))
+    lines = repr(mlp).splitlines()
+    assert len(lines) <= 40
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[3].strip() == (
+        "weight=f32[8,2], bias=f32[8], in_features=2, out_features=8, use_bias=True"
+    )
+
+
+def test_a_model_nested_deeply_stays_within_the_width():
+    tree = _linear(2, 2)
+    for _ in range(12):
+        tree = MLP((tree, _linear(3, 3)), jax.nn.relu, 2)
+    lines = tree_pformat(tree).splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert sum("Linear(" in line for line in lines) == 13
+
+
+@pytest.mark.parametrize(
+    "obj, expected",
+    [
+        (jnp.array(1), "weak_i32[]"),
+        (jnp.array(1.0), "weak_f32[]"),
+        (jnp.array([1.0]), "f32[1]"),
+        (jnp.array(1, jnp.int32), "i32[]"),
+        (jax.ShapeDtypeStruct((), jnp.float32, weak_type=True), "weak_f32[]"),
+    ],
+)
+def test_weak_types_say_so(obj, expected):
+    assert tree_pformat(obj, struct_as_array=True) == expected
+
+
+def test_weak_types_inside_a_trace():
+    seen = []
+    jax.jit(lambda x: seen.append(tree_pformat((x, x * 2.0))))(1.0)
+    assert seen == ["(weak_f32[], weak_f32[])"]
+
+
+def _outer():
+    def inner(x):
+        return x
+
+    @functools.wraps(inner)
+    def wrapper(x):
+        return inner(x)
+
+    return inner, wrapper
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: _outer()[0], "<function _outer.<locals>.inner>"),
+        (lambda: _outer()[1], "<wrapped function _outer.<locals>.inner>"),
+        (lambda: lambda x: x, "<function <lambda>.<locals>.<lambda>>"),
+        (lambda: jax.vmap(_f), "<wrapped function _f>"),
+        (lambda: jax.custom_jvp(_f), "<function _f>"),
+        (lambda: jax.custom_vjp(_f), "<function _f>"),
+        (lambda: Fn.method, "<function Fn.method>"),
+        (
+            lambda: functools.partial(_outer()[0]),
+            "partial(<function _outer.<locals>.inner>)",
+        ),
+    ],
+)
+def test_functions_print_by_qualified_name(make, expected):
+    assert tree_pformat(make()) == expected

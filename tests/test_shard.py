@@ -124,3 +124,88 @@ def test_on_eight_devices_in_a_subprocess():
     result = run_on_cpu_devices(_EIGHT_DEVICES, 8, python_options=("-W", "error"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# `with_sharding_constraint` refuses the `Explicit` axes of a mesh (a
+# regression: `filter_shard` inside `filter_jit` failed there); they take
+# `jax.sharding.reshard`, and a mesh mixing both kinds takes both.
+_MESH_KINDS = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+    import pytreemod as eqx
+
+    E, A = AxisType.Explicit, AxisType.Auto
+    kinds = {"auto": (A, A), "explicit": (E, E), "mixed": (E, A)}[KINDS]
+    mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=kinds)
+
+    class Linear(eqx.Module):
+        weight: jax.Array
+        bias: jax.Array
+        act: str = eqx.field(static=True)
+
+        def __call__(self, x):
+            return x @ self.weight.T + self.bias
+
+    grid = NamedSharding(mesh, P("data", "model"))
+    rows = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    shardings = Linear(grid, rows, "relu")
+    model = Linear(jnp.arange(32.0).reshape(8, 4), jnp.zeros(8), "relu")
+
+    def spec(x):
+        # Auto axes are not part of a traced array's type; the output's
+        # sharding shows them.
+        return tuple(x.sharding.spec) + (None,) * (x.ndim - len(x.sharding.spec))
+
+    # Outside jit.
+    out = eqx.filter_shard(model, shardings)
+    assert out.weight.sharding == grid and out.bias.sharding == rows, out
+    assert out.act == "relu"
+    np.testing.assert_array_equal(out.weight, model.weight)
+
+    # Inside filter_jit and jax.jit, from replicated arrays on the mesh and
+    # from arrays on one device.
+    def f(m):
+        m = eqx.filter_shard(m, shardings)
+        return m.weight * 2, m.bias + 1, m.act
+
+    def check(w, b):
+        assert spec(w) == ("data", "model"), w.sharding
+        assert spec(b) == ("data",), b.sharding
+        np.testing.assert_array_equal(w, model.weight * 2)
+
+    # From arrays already on the mesh.
+    on_mesh = eqx.filter_shard(model, replicated)
+    w, b, act = eqx.filter_jit(f)(on_mesh)
+    check(w, b)
+    assert act == "relu"
+    check(*jax.jit(lambda m: f(m)[:2])(eqx.filter(on_mesh, eqx.is_array)))
+    # From arrays on one device: an `Explicit` sharding is part of an array's
+    # type, so JAX wants the mesh set for that (`jax.set_mesh`).
+    with jax.set_mesh(mesh):
+        check(*eqx.filter_jit(f)(model)[:2])
+        check(*jax.jit(lambda m: f(m)[:2])(eqx.filter(model, eqx.is_array)))
+
+    # A training step that shards its batch inside filter_jit.
+    @eqx.filter_jit
+    def loss(m, x):
+        x = eqx.filter_shard(x, rows)
+        return jnp.mean(m(x) ** 2)
+
+    with jax.set_mesh(mesh):
+        x = jnp.ones((8, 4))
+        grads = eqx.filter_grad(loss)(on_mesh, x)
+        expected = jax.grad(lambda m: jnp.mean(m(x) ** 2))(model)
+    np.testing.assert_allclose(grads.weight, expected.weight)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("kinds", ["auto", "explicit", "mixed"])
+def test_auto_explicit_and_mixed_meshes_on_eight_devices(kinds):
+    script = f"KINDS = {kinds!r}\n" + _MESH_KINDS
+    result = run_on_cpu_devices(script, 8, python_options=("-W", "error"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -15,7 +15,7 @@ import functools
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 from typing_extensions import dataclass_transform
@@ -99,6 +99,9 @@ def _default_getter(f: dataclasses.Field) -> Callable[[], Any] | None:
     return None
 
 
+_T = TypeVar("_T")
+
+
 @dataclass_transform(field_specifiers=(dataclasses.field, field))
 class _ModuleMeta(abc.ABCMeta):
     """The metaclass of `Module`: builds the dataclass, registers the pytree,
@@ -178,7 +181,10 @@ class _ModuleMeta(abc.ABCMeta):
         )
         return cls
 
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+    # Typed as returning an instance of `cls`, so that type checkers go on to
+    # check the arguments against the class's `__init__` (a metaclass
+    # `__call__` returning `Any` would hide the class and its signature).
+    def __call__(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
         info: _ClassInfo = cls.__pytreemod_info__
         if info.abstract_error is not None:
             raise TypeError(info.abstract_error)

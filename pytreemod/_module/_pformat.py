@@ -3,10 +3,11 @@
 Printing is two steps. `_Printer.doc` turns an object into a small document
 tree: `_Text` (an atom), `_Group` (brackets around comma-separated children)
 and `_Prefixed` (a `name=` or `key: ` label before a document). `_render` then
-lays that out Black-style: a document goes on one line if it fits in the width
-that is left, otherwise a group puts each child on its own line, indented, with
-a trailing comma. Modules are never printed with `repr()`, because
-`Module.__repr__` itself calls `tree_pformat`.
+lays that out Black-style, trying three forms of a group in turn: all on one
+line; its children together on one indented line between the brackets (so a
+layer's fields stay on one line, as in Equinox); each child on its own line,
+indented, with a trailing comma. Modules are never printed with `repr()`,
+because `Module.__repr__` itself calls `tree_pformat`.
 """
 
 import dataclasses
@@ -41,10 +42,14 @@ def _flat(doc: Any) -> str:
         return doc.text
     if isinstance(doc, _Prefixed):
         return doc.prefix + _flat(doc.doc)
-    inner = ", ".join(_flat(child) for child in doc.children)
-    if doc.lone_comma:
+    return doc.open + _flat_children(doc) + doc.close
+
+
+def _flat_children(group: _Group) -> str:
+    inner = ", ".join(_flat(child) for child in group.children)
+    if group.lone_comma:
         inner += ","
-    return doc.open + inner + doc.close
+    return inner
 
 
 def _render(
@@ -65,6 +70,9 @@ def _render(
     if not doc.children:
         return doc.open + doc.close
     inner = indent + step
+    children = _flat_children(doc)
+    if "\n" not in children and inner + len(children) <= width:
+        return f"{doc.open}\n{' ' * inner}{children}\n{' ' * indent}{doc.close}"
     lines = [doc.open]
     for child in doc.children:
         lines.append(" " * inner + _render(child, inner, inner, 1, width, step) + ",")
@@ -84,15 +92,35 @@ def _dtype_name(dtype: Any) -> str:
     return str(getattr(dtype, "name", dtype))
 
 
-def _short_array(shape: tuple[int, ...], dtype: Any, suffix: str = "") -> str:
-    return f"{_dtype_name(dtype)}[{','.join(str(n) for n in shape)}]{suffix}"
+def _short_array(
+    shape: tuple[int, ...], dtype: Any, suffix: str = "", weak: bool = False
+) -> str:
+    # A weakly typed array (from a Python scalar: `jnp.array(1)`, `x * 2.0`
+    # traced) takes its dtype from what it is combined with; say so.
+    prefix = "weak_" if weak else ""
+    shape_text = ",".join(str(n) for n in shape)
+    return f"{prefix}{_dtype_name(dtype)}[{shape_text}]{suffix}"
 
 
-def _is_function(obj: Any) -> bool:
-    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
-        return True
-    # Wrapped functions such as `jax.jit(f)` or `jax.nn.relu`.
-    return callable(obj) and hasattr(obj, "__wrapped__") and hasattr(obj, "__name__")
+def _is_weak(x: jax.Array) -> bool:
+    return bool(getattr(getattr(x, "aval", None), "weak_type", False))
+
+
+def _function_text(obj: Any) -> str | None:
+    """How a function prints, or `None` if `obj` is not one."""
+    if isinstance(obj, (jax.custom_jvp, jax.custom_vjp)):
+        obj = obj.fun
+    if isinstance(obj, types.FunctionType):
+        # `functools.wraps` and `jax.vmap` & co. copy the name of the function
+        # they wrap and point `__wrapped__` at it.
+        kind = "wrapped function" if hasattr(obj, "__wrapped__") else "function"
+        return f"<{kind} {obj.__qualname__}>"
+    # Other callable wrappers, such as `jax.jit(f)` and `jax.nn.relu`, print as
+    # the function they wrap (their own repr has a memory address in it).
+    wrapped = getattr(obj, "__wrapped__", None)
+    if callable(obj) and isinstance(wrapped, types.FunctionType):
+        return f"<function {getattr(obj, '__qualname__', wrapped.__qualname__)}>"
+    return None
 
 
 class _Printer:
@@ -114,14 +142,14 @@ class _Printer:
             return _Text(f"{type(obj).__name__}(...)")
         if isinstance(obj, jax.Array):
             if self.short_arrays:
-                return _Text(_short_array(obj.shape, obj.dtype))
+                return _Text(_short_array(obj.shape, obj.dtype, weak=_is_weak(obj)))
             return _Text(repr(obj))
         if isinstance(obj, (np.ndarray, np.generic)):
             if self.short_arrays:
                 return _Text(_short_array(np.shape(obj), obj.dtype, "(numpy)"))
             return _Text(repr(obj))
         if isinstance(obj, jax.ShapeDtypeStruct) and self.struct_as_array:
-            return _Text(_short_array(obj.shape, obj.dtype))
+            return _Text(_short_array(obj.shape, obj.dtype, weak=obj.weak_type))
         if id(obj) in self.active:
             return _Text("<recursive>")
         self.active.add(id(obj))
@@ -180,8 +208,9 @@ class _Printer:
                 for key, value in obj.keywords.items()
             ]
             return _Group(f"{type(obj).__name__}(", children, ")")
-        if _is_function(obj):
-            return _Text(f"<function {obj.__name__}>")
+        function = _function_text(obj)
+        if function is not None:
+            return _Text(function)
         return _Text(repr(obj))
 
 
@@ -206,14 +235,18 @@ def tree_pformat(
     """Format a pytree (or any object) as an indented, readable string.
 
     A list, tuple, dict, namedtuple, dataclass or Module goes on one line when
-    it fits in `width`; otherwise each of its children goes on its own line,
-    indented by `indent`, with a trailing comma. How things print:
+    it fits in `width`; otherwise its children go together on one line
+    between the brackets, indented by `indent`, when they fit there; otherwise
+    each child goes on its own line, with a trailing comma. How things print:
 
     - JAX arrays as `f32[8,8]`, NumPy arrays and scalars as `f32[8,8](numpy)`
       (with `short_arrays=False`, their full `repr`);
     - dataclasses and Modules as `ClassName(field=value, ...)`, over the fields
       with `repr=True`;
-    - functions as `<function name>`; bound methods (also a Module's
+    - JAX arrays with a weak dtype (made from Python scalars) as `weak_i32[]`;
+    - functions as `<function qualified.name>` (`<wrapped function name>` for
+      one made by `functools.wraps`), `jax.jit`-compiled ones as the function
+      they compile, built-ins by their `repr`; bound methods (also a Module's
       `module.method`) as `<bound method ClassName.name>`, without the object
       they are bound to; `functools.partial` and `jax.tree_util.Partial` as
       `partial(<function f>, arg, key=value)`;
@@ -236,14 +269,16 @@ def tree_pformat(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> tree = {"w": jnp.zeros((2, 3)), "b": (1,), "f": print}
+        >>> def relu(x):
+        ...     return jnp.maximum(x, 0)
+        >>> tree = {"w": jnp.zeros((2, 3)), "b": (1,), "f": relu}
         >>> print(tree_pformat(tree))
-        {'w': f32[2,3], 'b': (1,), 'f': <function print>}
+        {'w': f32[2,3], 'b': (1,), 'f': <function relu>}
         >>> print(tree_pformat(tree, width=20))
         {
           'w': f32[2,3],
           'b': (1,),
-          'f': <function print>,
+          'f': <function relu>,
         }
     """
     printer = _Printer(short_arrays, struct_as_array, truncate_leaf)

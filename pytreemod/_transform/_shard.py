@@ -1,10 +1,19 @@
 """`filter_shard`: place the arrays of any pytree on devices according to a
-sharding, eagerly or inside `jit`."""
+sharding, eagerly or inside `jit`.
 
+Inside `jit` the sharding of a traced array is set by one of two JAX
+functions, depending on the mesh's axis types: `jax.lax.with_sharding_constraint`
+for `Auto` axes (a hint to the compiler), `jax.sharding.reshard` for
+`Explicit` axes (part of the array's type; `with_sharding_constraint` refuses
+them). A spec on a mesh with both kinds is split between the two.
+"""
+
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.tree_util as jtu
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 from .._module._is_array import is_array
 from ._filters import _flatten_up_to
@@ -61,12 +70,51 @@ def _resolve_shardings(spec: Any, x: Any) -> list[Any]:
     return shardings
 
 
+def _keep_axes(entry: Any, keep: Callable[[str], bool]) -> Any:
+    """One dimension's entry of a `PartitionSpec`, with only the axes `keep`s."""
+    if entry is None or entry is PartitionSpec.UNCONSTRAINED:
+        return entry
+    names = entry if isinstance(entry, tuple) else (entry,)
+    kept = tuple(name for name in names if keep(name))
+    if not kept:
+        return None
+    return kept if isinstance(entry, tuple) else kept[0]
+
+
+def _constrain(x: Any, sharding: Any) -> Any:
+    """Give the traced array `x` the sharding `sharding`."""
+    if not isinstance(sharding, NamedSharding):
+        return jax.lax.with_sharding_constraint(x, sharding)
+    mesh = sharding.mesh
+    explicit = {
+        name
+        for name, kind in zip(mesh.axis_names, mesh.axis_types, strict=True)
+        if kind == AxisType.Explicit
+    }
+    if not explicit:
+        return jax.lax.with_sharding_constraint(x, sharding)
+    explicit_spec = PartitionSpec(
+        *(_keep_axes(entry, lambda n: n in explicit) for entry in sharding.spec)
+    )
+    x = jax.sharding.reshard(x, NamedSharding(mesh, explicit_spec))
+    if len(explicit) < len(mesh.axis_names):  # the mesh has Auto axes too
+        auto_spec = PartitionSpec(
+            *(_keep_axes(entry, lambda n: n not in explicit) for entry in sharding.spec)
+        )
+        x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, auto_spec))
+    return x
+
+
 def filter_shard(x: Any, device_or_shardings: Any) -> Any:
     """Give the array leaves of `x` a sharding, leaving every other leaf alone.
 
-    Outside `jit` the arrays are moved with `jax.device_put`; inside `jit`
+    Outside `jit` the arrays are moved with `jax.device_put`. Inside `jit`
     (traced arrays) the sharding is imposed with
-    `jax.lax.with_sharding_constraint`.
+    `jax.lax.with_sharding_constraint` on a mesh's `Auto` axes and with
+    `jax.sharding.reshard` on its `Explicit` axes, so it works on meshes of
+    either kind (and on one that mixes them). An `Explicit` sharding is part of
+    an array's type: to shard inside `jit` arrays that start on one device,
+    run under `jax.set_mesh(mesh)`, as JAX asks.
 
     Args:
         x: any pytree, such as a Module.
@@ -100,11 +148,8 @@ def filter_shard(x: Any, device_or_shardings: Any) -> Any:
         group = traced if isinstance(leaf, jax.core.Tracer) else concrete
         group.append((index, leaf, sharding))
     new_leaves = list(leaves)
-    if traced:
-        indices, arrays, targets = zip(*traced, strict=True)
-        placed = jax.lax.with_sharding_constraint(list(arrays), list(targets))
-        for i, y in zip(indices, placed, strict=True):
-            new_leaves[i] = y
+    for i, leaf, sharding in traced:
+        new_leaves[i] = _constrain(leaf, sharding)
     if concrete:
         indices, arrays, targets = zip(*concrete, strict=True)
         placed = jax.device_put(list(arrays), list(targets))
