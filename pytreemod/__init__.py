@@ -12,7 +12,9 @@ from ._module._abstract import (
     AbstractVar as AbstractVar,
 )
 from ._module._field import field as field
+from ._module._field import static_field as static_field
 from ._module._module import Module as Module
+from ._module._module import StrictConfig as StrictConfig
 from ._module._partial import (
     Partial as Partial,
     module_update_wrapper as module_update_wrapper,

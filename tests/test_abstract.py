@@ -75,11 +75,16 @@ def test_partially_concrete_class_names_what_is_left():
         Half()
 
 
-def test_abstract_class_var_may_not_become_a_field():
-    with pytest.raises(TypeError, match=r"must be provided as a class variable"):
+def test_abstract_class_var_may_be_provided_by_a_field():
+    # As in Equinox, a field also provides an `AbstractClassVar`.
+    class Named(Module):
+        kind: AbstractClassVar[str]
 
-        class Wrong(Shape):
-            kind: str = "x"
+    class Instance(Named):
+        kind: str
+
+    assert Instance.__abstractclassvars__ == frozenset()
+    assert Instance("x").kind == "x"
 
 
 def test_string_annotations_are_understood():

@@ -45,7 +45,7 @@ def test_converter_runs_after_custom_init_but_not_on_unflatten():
     assert jax.tree_util.tree_unflatten(treedef, leaves).x == 2
 
 
-def test_check_init_runs_for_every_class_base_first():
+def test_check_init_runs_for_every_class_subclass_first():
     order = []
 
     class Base(Module):
@@ -61,9 +61,31 @@ def test_check_init_runs_for_every_class_base_first():
             order.append("child")
 
     Child(1)
-    assert order == ["base", "child"]
+    # MRO order, as in Equinox: the subclass's check runs first.
+    assert order == ["child", "base"]
     with pytest.raises(ValueError, match="x must be non-negative"):
         Child(-1)
+
+
+def test_check_init_stops_at_the_first_failing_class():
+    ran = []
+
+    class A(Module):
+        def __check_init__(self):
+            ran.append("a")
+
+    class B(A):
+        def __check_init__(self):
+            ran.append("b")
+            raise ValueError("b refuses")
+
+    class C(B):
+        def __check_init__(self):
+            ran.append("c")
+
+    with pytest.raises(ValueError, match="b refuses"):
+        C()
+    assert ran == ["c", "b"]
 
 
 def test_check_init_sees_converted_values():

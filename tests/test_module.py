@@ -101,7 +101,7 @@ def test_custom_init_assigns_fields():
     assert float(rebuilt.weight[0]) == 3.0 and rebuilt.scale == 2.0
 
 
-def test_custom_init_is_inherited_and_fills_defaults():
+def test_custom_init_is_inherited_and_unset_defaults_stay_on_the_class():
     class Parent(Module):
         a: int
         b: int = 5
@@ -112,7 +112,13 @@ def test_custom_init_is_inherited_and_fills_defaults():
     class Child(Parent):
         pass
 
-    assert Child(1).a == 1 and Child(1).b == 5
+    child = Child(1)
+    assert child.a == 1 and child.b == 5
+    # As in Equinox: a default that `__init__` did not assign is read from the
+    # class and is no pytree leaf (so optimiser states line up).
+    assert jax.tree_util.tree_leaves(child) == [1]
+    rebuilt = jax.tree_util.tree_map(lambda x: x + 1, child)
+    assert (rebuilt.a, rebuilt.b) == (2, 5)
 
 
 def test_generated_init_supports_dataclass_features():
@@ -139,7 +145,9 @@ def test_post_init_runs_and_may_assign():
 
 
 def test_custom_init_with_post_init_warns():
-    with pytest.warns(UserWarning, match="`__post_init__` only runs after"):
+    with pytest.warns(
+        UserWarning, match=r"Both` has both an `__init__` method and a\n`__post_init"
+    ):
 
         class Both(Module):
             a: int
@@ -174,7 +182,10 @@ def test_assigning_a_non_field_in_init_is_an_error():
             self.a = 1
             self.b = 2
 
-    with pytest.raises(AttributeError, match="'b' is not a field of"):
+    with pytest.raises(
+        dataclasses.FrozenInstanceError,
+        match="cannot assign to field 'b'. 'b' is not a field of",
+    ):
         Sloppy()
 
 
@@ -186,7 +197,10 @@ def test_unset_field_names_field_and_class():
         def __init__(self):
             self.a = 1
 
-    with pytest.raises(TypeError, match=r"Forgetful.__init__ left the field\(s\) `b`"):
+    with pytest.raises(
+        TypeError,
+        match=r"Field 'b' was not initialized. .*Forgetful.__init__ left `b` unset",
+    ):
         Forgetful()
 
 
@@ -200,7 +214,9 @@ def test_assigning_own_method_explains_the_cycle():
         def method(self):
             return 1
 
-    with pytest.raises(ValueError, match="reference cycle"):
+    with pytest.raises(
+        ValueError, match="Cannot assign methods in __init__.(.|\n)*cycle"
+    ):
         Cyclic()
 
 
@@ -238,7 +254,9 @@ class Configured(Module):
 
 
 def test_hash_with_unhashable_static_names_field():
-    with pytest.raises(TypeError, match=r"`Configured.options` holds an unhashable"):
+    with pytest.raises(
+        TypeError, match=r"unhashable type: 'dict'. .*`Configured.options` holds"
+    ):
         hash(Configured({"a": 1}))
 
 
@@ -260,7 +278,10 @@ def test_array_in_static_field_warns_naming_class_and_field():
     class Table(Module):
         table: object = field(static=True)
 
-    with pytest.warns(UserWarning, match=r"Table\.table is a static field holding"):
+    with pytest.warns(
+        UserWarning,
+        match=r"A JAX array is being set as static! .*Table\.table` is a static",
+    ):
         Table(np.ones(3))
 
 

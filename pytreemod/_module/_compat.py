@@ -68,3 +68,35 @@ def define_primitive(
     except (AttributeError, TypeError):  # pragma: no cover - JAX version
         return None
     return primitive
+
+
+def jax_transform_types() -> frozenset[type]:
+    """The types of the callables that `jax.jit`, `jax.grad`, `jax.vmap` and
+    the other JAX function transforms return (several are plain functions).
+    A Module field holding one of these, wrapped around a pytree with arrays,
+    hides those arrays from every later transform; the construction warning
+    for that looks for these types."""
+    transforms = (
+        jax.jit,
+        jax.grad,
+        jax.vmap,
+        jax.value_and_grad,
+        jax.jacfwd,
+        jax.jacrev,
+        jax.hessian,
+        jax.custom_jvp,
+        jax.custom_vjp,
+        jax.checkpoint,
+        jax.pmap,
+    )
+    types: set[type] = set()
+    for transform in transforms:
+        try:
+            types.add(type(transform(_identity)))
+        except Exception:  # pragma: no cover - depends on the JAX version
+            continue
+    return frozenset(types)
+
+
+def _identity(x: Any) -> Any:
+    return x

@@ -1,6 +1,7 @@
 """`field`: a dataclass field with pytreemod's static and converter markers."""
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -62,3 +63,28 @@ def field(
             )
         metadata[CONVERTER] = converter
     return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def static_field(**kwargs: Any) -> Any:
+    """Deprecated: use `field(static=True, ...)`; kept because Equinox has it.
+
+    Same as `field(static=True, **kwargs)`, and warns with a
+    `DeprecationWarning` that names the replacement.
+
+    Example:
+        >>> import warnings
+        >>> import pytreemod
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     class Config(pytreemod.Module):
+        ...         size: int = pytreemod.static_field(default=3)
+        >>> Config().size
+        3
+    """
+    warnings.warn(
+        "`equinox.static_field` is deprecated in favour of "
+        "`equinox.field(static=True)`: write `pytreemod.field(static=True, ...)`.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return field(static=True, **kwargs)

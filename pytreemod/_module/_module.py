@@ -2,28 +2,36 @@
 
 Creating a subclass runs `_ModuleMeta.__new__`, which turns the class into a
 dataclass, registers it as a pytree node with generated flatten/unflatten
-functions (see `_flatten.py`), wraps its methods so that `module.method` is a
-pytree too, and records what construction must do (converters, checks,
-abstract attributes). Constructing an instance runs `_ModuleMeta.__call__`:
-`__init__`, then defaults and the unset-field check, converters, the static
-array warning, and `__check_init__` of every class in the hierarchy.
+functions (see `_flatten.py`), and records what construction must do
+(converters, checks, abstract attributes). Methods stay plain functions in
+the class `__dict__`; `Module.__getattribute__` turns `module.method` into a
+`BoundMethod`, a pytree. Constructing an instance runs `_ModuleMeta.__call__`:
+`__new__` and `__init__` (as `type.__call__` would), the unset-field check,
+converters, the static-array warning, and `__check_init__` of every class in
+the hierarchy.
 """
 
 import abc
 import dataclasses
-import functools
+import inspect
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import jax
 from typing_extensions import dataclass_transform
 
-from ._abstract import AbstractClassVar, AbstractVar, annotation_kind
+from ._abstract import (
+    AbstractClassVar,
+    AbstractVar,
+    abstract_attributes,
+    split_abstract_annotations,
+)
+from ._compat import jax_transform_types
 from ._field import CONVERTER, STATIC, field
 from ._flatten import register_module_pytree
-from ._is_array import is_array
+from ._is_array import is_array, is_array_like
 from ._pformat import tree_pformat
 from ._tree_equal import tree_equal
 
@@ -31,22 +39,82 @@ from ._tree_equal import tree_equal
 # is allowed exactly then.
 _INITIALISING = "__pytreemod_initialising__"
 
+_object_new = object.__new__
+_object_getattribute = object.__getattribute__
+_MethodType = types.MethodType
+# An instance's `__dict__`, read without `Module.__getattribute__`. Set once
+# `Module` exists (every Module instance has its `__dict__` slot).
+_get_dict: Callable[[Any], dict] = vars
+
 _METHOD_ASSIGNMENT_ERROR = """\
-`self.{name} = self.{method}` assigns a method of this Module to one of its own
-fields. `self.{method}` is a bound method holding `self`, so the Module would
-contain itself: a reference cycle that cannot be flattened as a pytree.
-Call the method where you need it instead, or store the plain function and
-call it with the module:
+Cannot assign methods in __init__. `self.{name} = self.{method}` assigns a
+method of this Module to one of its own fields. `self.{method}` is a bound
+method holding `self`, so the Module would contain itself: a reference cycle
+that cannot be flattened as a pytree. Use a property, which is not stored in
+the pytree:
+    @property
+    def {name}(self):
+        return self.{method}
+or store the plain function and call it with the module:
     {name}: Callable = field(static=True)
     ...
     self.{name} = type(self).{method}      # later: self.{name}(self, ...)
 """
 
 _FROZEN_ERROR = (
-    "cannot {verb} field {name!r} of {cls}: a Module is immutable once __init__ "
-    "has returned. To get a modified copy, use "
+    "cannot {verb} field {name!r}. A {cls} is immutable once __init__ has "
+    "returned. To get a modified copy, use "
     "`pytreemod.tree_at(lambda m: m.{name}, module, new_value)`."
 )
+
+_NOT_A_FIELD_ERROR = (
+    "cannot assign to field {name!r}. {name!r} is not a field of {cls}: declare "
+    "it in the class body, e.g. `{name}: jax.Array` (or "
+    "`{name}: int = field(static=True)` for configuration that is not an array)."
+)
+
+_POST_INIT_ERROR = """\
+Class `{cls.__module__}.{cls.__qualname__}` has both an `__init__` method and a
+`__post_init__` method. This means that the `__post_init__` method will not be
+run: `__post_init__` runs only after a dataclass-generated `__init__`, and a
+custom `__init__` replaces that. Move its body to the end of `__init__`, or use
+`__check_init__` (always run, after `__init__`) for checks of invariants.
+"""
+
+_UNSET_ERROR = (
+    "Field {name!r} was not initialized. {cls}.__init__ left {names} unset and "
+    "the class has no value of that name to fall back on. Assign every field "
+    "in `__init__` or `__post_init__` (e.g. `self.{name} = ...`), or give it a "
+    "default in the class body."
+)
+
+_STATIC_ARRAY_WARNING = (
+    "A JAX array is being set as static! This can result in unexpected "
+    "behavior and is usually a mistake to do. `{cls}.{name}` is a static field "
+    "holding an array: static values are hashed into the treedef and never "
+    "traced, so transforms bake the array in as a constant (and cannot hash a "
+    "JAX array). Make it a regular field, or store a tuple if it really is "
+    "configuration."
+)
+
+_TRANSFORMED_WARNING = """\
+Possibly assigning a JAX-transformed callable as an attribute on
+{cls.__module__}.{cls.__qualname__}. This will not have any of its parameters \
+updated: `{name}` holds the result of a JAX transform (`jax.jit`, `jax.vmap`,
+`jax.grad`, ...) applied to a pytree with arrays, and that result is not a
+pytree, so the arrays inside are invisible to every later transform (no
+gradients, no updates). Store the model itself and transform it where it is
+called, `jax.vmap(self.{name})(x)`, or use the filtered transform
+(`pytreemod.filter_vmap(...)`), which returns a pytree.
+"""
+
+_ABSTRACT_MODULE_ERROR = (
+    "Cannot instantiate abstract `equinox.Module`. {cls} was declared abstract "
+    "(`is_abstract=True`, or `strict=StrictConfig(force_abstact=True)`); "
+    "instantiate a subclass of it instead."
+)
+
+_TRANSFORM_TYPES = jax_transform_types()
 
 
 class _ClassInfo(NamedTuple):
@@ -56,47 +124,130 @@ class _ClassInfo(NamedTuple):
     flatten: Callable[[Any], Any]
     unflatten: Callable[[Any, Any], Any]
     field_names: frozenset[str]
+    # All fields, in declaration order.
+    field_order: tuple[str, ...]
     dynamic_names: tuple[str, ...]
-    # name -> zero-argument function giving the default; used to fill fields
-    # that a custom `__init__` left unset.
-    defaults: dict[str, Callable[[], Any]]
     converters: tuple[tuple[str, Callable[[Any], Any]], ...]
     static_names: tuple[str, ...]
+    # Each class's own `__check_init__`, in MRO order (the subclass's first).
     check_inits: tuple[Callable[[Any], None], ...]
     abstract_error: str | None
+    # Whether this class's `__init__` was generated by the dataclass.
+    generated_init: bool
 
 
-def _is_dunder(name: str) -> bool:
-    return name.startswith("__") and name.endswith("__")
+def StrictConfig(  # noqa: N802 - Equinox's name
+    force_abstact: bool = False, **kwargs: object
+) -> Literal[False] | None:
+    """The legacy value of the `strict=` class keyword of `Module`, kept so that
+    code written for Equinox runs unchanged.
+
+    `class M(Module, strict=StrictConfig(force_abstact=True))` marks `M` as
+    abstract (it cannot be instantiated, its subclasses can); every other
+    value, and `strict=True`, has no effect. The argument's spelling is
+    Equinox's; other keywords are accepted and ignored.
+
+    Returns:
+        `None` (abstract) if `force_abstact`, else `False`.
+
+    Example:
+        >>> import pytreemod
+        >>> class Base(pytreemod.Module, strict=StrictConfig(force_abstact=True)):
+        ...     pass
+        >>> class Concrete(Base):
+        ...     pass
+        >>> Concrete()
+        Concrete()
+    """
+    del kwargs
+    return None if force_abstact else False
 
 
-def _split_abstract_annotations(
-    namespace: dict[str, Any],
-) -> tuple[set[str], set[str], set[str]]:
-    """Remove `AbstractVar`/`AbstractClassVar` annotations from the class body
-    (they are declarations, not fields) and return (abstract vars, abstract
-    class vars, names this body annotates as ClassVar)."""
-    annotations = namespace.get("__annotations__", {})
-    abstract_vars, abstract_class_vars, class_vars = set(), set(), set()
-    for name, annotation in list(annotations.items()):
-        kind = annotation_kind(annotation)
-        if kind == "AbstractVar":
-            abstract_vars.add(name)
-            del annotations[name]
-        elif kind == "AbstractClassVar":
-            abstract_class_vars.add(name)
-            del annotations[name]
-        elif kind == "ClassVar":
-            class_vars.add(name)
-    return abstract_vars, abstract_class_vars, class_vars
+def _has_custom_init(cls: type) -> bool:
+    """Whether `cls` keeps a user-written `__init__`: the nearest `__init__` of
+    its MRO is its own, or belongs to a class that is not a Module, or to a
+    Module that had a custom one. Only when it is a dataclass-generated one
+    does the dataclass generate a new `__init__` for `cls` (with its fields)."""
+    for klass in cls.__mro__:
+        if "__init__" not in klass.__dict__:
+            continue
+        if klass is cls or klass is object:
+            return klass is cls
+        info = klass.__dict__.get("__pytreemod_info__")
+        return info is None or not info.generated_init
+    return False
 
 
-def _default_getter(f: dataclasses.Field) -> Callable[[], Any] | None:
-    if f.default is not dataclasses.MISSING:
-        return lambda: f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory
-    return None
+def _converter_input_type(converter: Callable[[Any], Any]) -> Any:
+    """The annotation of a converter's first parameter, or `Any`."""
+    try:
+        parameters = list(inspect.signature(converter).parameters.values())
+    except (TypeError, ValueError):
+        return Any
+    if not parameters or parameters[0].kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.VAR_KEYWORD,
+    ):
+        return Any
+    annotation = parameters[0].annotation
+    return Any if annotation is inspect.Parameter.empty else annotation
+
+
+def _finish_generated_init(cls: type, fields: tuple[dataclasses.Field, ...]) -> None:
+    """Give a dataclass-generated `__init__` the docstring of the `__init__` it
+    overrides, and annotate each field with a converter by the converter's
+    input type (what `__init__` really accepts)."""
+    init = cls.__dict__["__init__"]
+    for klass in cls.__mro__[1:]:
+        if "__init__" in klass.__dict__:
+            init.__doc__ = getattr(klass.__dict__["__init__"], "__doc__", None)
+            break
+    annotations = init.__annotations__
+    for f in fields:
+        if CONVERTER in f.metadata and f.name in annotations:
+            annotations[f.name] = _converter_input_type(f.metadata[CONVERTER])
+
+
+def _format_names(names: frozenset[str]) -> str:
+    return "{" + ", ".join(repr(n) for n in sorted(names)) + "}"
+
+
+def _abstract_error(cls: Any, is_abstract: bool) -> str | None:
+    """The error for instantiating `cls`, if it is abstract; its first sentence
+    is Equinox's (or Python's, for abstract methods)."""
+    class_vars, variables = cls.__abstractclassvars__, cls.__abstractvars__
+    methods = cls.__abstractmethods__
+    if class_vars:
+        first = (
+            f"Can't instantiate abstract class {cls.__name__} with abstract class "
+            f"attributes {_format_names(class_vars)}."
+        )
+    elif variables:
+        first = (
+            f"Can't instantiate abstract class {cls.__name__} with abstract "
+            f"attributes {_format_names(variables)}."
+        )
+    elif methods:
+        try:
+            _object_new(cls)
+        except TypeError as error:
+            first = str(error).rstrip(".") + "."
+        else:  # pragma: no cover - Python refuses abstract classes itself
+            first = f"Can't instantiate abstract class {cls.__name__}."
+    elif is_abstract:
+        return _ABSTRACT_MODULE_ERROR.format(cls=cls.__qualname__)
+    else:
+        return None
+    missing = [
+        *(f"abstract variable `{n}`" for n in sorted(variables)),
+        *(f"abstract class variable `{n}`" for n in sorted(class_vars)),
+        *(f"abstract method `{n}`" for n in sorted(methods)),
+    ]
+    return (
+        f"{first} {cls.__qualname__}: it does not provide {', '.join(missing)}. "
+        f"Subclass it and define {'it' if len(missing) == 1 else 'them'}, then "
+        "instantiate the subclass."
+    )
 
 
 _T = TypeVar("_T")
@@ -107,65 +258,47 @@ class _ModuleMeta(abc.ABCMeta):
     """The metaclass of `Module`: builds the dataclass, registers the pytree,
     and runs the construction protocol."""
 
-    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict, **kwargs):
-        new_vars, new_class_vars, class_vars = _split_abstract_annotations(namespace)
-        for attr, value in list(namespace.items()):
-            if isinstance(value, types.FunctionType) and not _is_dunder(attr):
-                namespace[attr] = _MethodDescriptor(value)
+    def __new__(
+        mcs,
+        name: str,
+        bases: tuple[type, ...],
+        namespace: dict,
+        *,
+        strict: bool | None = False,
+        is_abstract: bool = False,
+        **kwargs: Any,
+    ):
+        # `strict=None` is what `StrictConfig(force_abstact=True)` gives;
+        # `strict=True` and `False` mean nothing any more, as in Equinox.
+        if strict is None:
+            is_abstract = True
+        kinds = split_abstract_annotations(namespace)
         cls = super().__new__(mcs, name, bases, namespace, **kwargs)
+        global _get_dict
+        if _get_dict is vars:  # creating `Module` itself
+            _get_dict = cls.__dict__["__dict__"].__get__
 
-        # A class keeps the nearest user-written `__init__` of its hierarchy;
-        # only when there is none does the dataclass generate one.
-        custom_init = "__init__" in namespace or any(
-            getattr(base, "__pytreemod_custom_init__", False) for base in bases
-        )
-        cls.__pytreemod_custom_init__ = custom_init
-        if "__init__" in namespace and hasattr(cls, "__post_init__"):
-            warnings.warn(
-                f"{cls.__qualname__} defines both `__init__` and `__post_init__`; "
-                "`__post_init__` only runs after a dataclass-generated `__init__`, "
-                "so it will not run. Move its body to the end of `__init__`.",
-                stacklevel=2,
-            )
+        custom_init = _has_custom_init(cls)
+        if custom_init and hasattr(cls, "__post_init__"):
+            warnings.warn(_POST_INIT_ERROR.format(cls=cls), UserWarning, stacklevel=2)
         dataclasses.dataclass(eq=False, repr=False, init=not custom_init)(cls)
-
-        annotated = set(namespace.get("__annotations__", {}))
-        provided = annotated | set(namespace)
-        inherited_vars: set[str] = set()
-        inherited_class_vars: set[str] = set()
-        for base in bases:
-            inherited_vars |= getattr(base, "__pytreemod_abstract_vars__", set())
-            inherited_class_vars |= getattr(
-                base, "__pytreemod_abstract_class_vars__", set()
-            )
-        for attr in sorted(inherited_class_vars & (annotated - class_vars)):
-            raise TypeError(
-                f"{cls.__qualname__}.{attr} is declared `AbstractClassVar` in a base "
-                f"class, so it must be provided as a class variable: write "
-                f"`{attr}: ClassVar[...] = ...`, not a field."
-            )
-        cls.__pytreemod_abstract_vars__ = (inherited_vars | new_vars) - provided
-        cls.__pytreemod_abstract_class_vars__ = (
-            inherited_class_vars | new_class_vars
-        ) - (class_vars | set(namespace))
-
         fields = dataclasses.fields(cls)
+        if not custom_init:
+            _finish_generated_init(cls, fields)
+
+        cls.__abstractvars__, cls.__abstractclassvars__ = abstract_attributes(
+            cls, kinds
+        )
+
         dynamic = [f.name for f in fields if not f.metadata.get(STATIC, False)]
         static = [f.name for f in fields if f.metadata.get(STATIC, False)]
-        flatten, unflatten = register_module_pytree(cls, dynamic, static)
-        # Used for fields that `__init__` leaves unset: those a custom
-        # `__init__` skips, and `init=False` fields.
-        defaults = {}
-        for f in fields:
-            getter = _default_getter(f)
-            if getter is not None:
-                defaults[f.name] = getter
+        flatten, unflatten = register_module_pytree(cls, dynamic, static, _get_dict)
         cls.__pytreemod_info__ = _ClassInfo(
             flatten=flatten,
             unflatten=unflatten,
             field_names=frozenset(f.name for f in fields),
+            field_order=tuple(f.name for f in fields),
             dynamic_names=tuple(dynamic),
-            defaults=defaults,
             converters=tuple(
                 (f.name, f.metadata[CONVERTER])
                 for f in fields
@@ -174,12 +307,26 @@ class _ModuleMeta(abc.ABCMeta):
             static_names=tuple(static),
             check_inits=tuple(
                 klass.__dict__["__check_init__"]
-                for klass in reversed(cls.__mro__)
+                for klass in cls.__mro__
                 if "__check_init__" in klass.__dict__
             ),
-            abstract_error=_abstract_error(cls),
+            abstract_error=_abstract_error(cls, is_abstract),
+            generated_init=not custom_init,
         )
         return cls
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        # `inspect.signature(SomeModule)` is its `__init__`'s, without `self`
+        # (else it would be this metaclass's `__call__`).
+        signature = inspect.signature(cls.__init__)
+        parameters = list(signature.parameters.values())
+        if parameters and parameters[0].kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            parameters = parameters[1:]
+        return signature.replace(parameters=parameters)
 
     # Typed as returning an instance of `cls`, so that type checkers go on to
     # check the arguments against the class's `__init__` (a metaclass
@@ -188,23 +335,30 @@ class _ModuleMeta(abc.ABCMeta):
         info: _ClassInfo = cls.__pytreemod_info__
         if info.abstract_error is not None:
             raise TypeError(info.abstract_error)
-        self = cls.__new__(cls)
-        values = self.__dict__
+        # As `type.__call__`: a custom `__new__` gets the arguments, and
+        # `__init__` runs only on an instance of `cls`.
+        new = cls.__new__
+        if new is _object_new:
+            self = _object_new(cls)
+        else:
+            self = new(cls, *args, **kwargs)
+            if not isinstance(self, cls):
+                return self
+        values = _get_dict(self)
         values[_INITIALISING] = True
         cls.__init__(self, *args, **kwargs)
         del values[_INITIALISING]
         if len(values) != len(info.field_names):
-            _fill_defaults_or_raise(self, info)
+            _check_unset(self, info)
         for name, converter in info.converters:
-            values[name] = converter(values[name])
+            values[name] = converter(
+                values[name] if name in values else getattr(self, name)
+            )
         for name in info.static_names:
-            if is_array(values[name]):
+            if name in values and _holds_array(values[name]):
                 warnings.warn(
-                    f"{cls.__qualname__}.{name} is a static field holding an array. "
-                    "Static values are hashed into the treedef and never traced, "
-                    "so transforms bake the array in as a constant (and cannot "
-                    "hash a JAX array). Make it a regular field, or store a "
-                    "tuple if it really is configuration.",
+                    _STATIC_ARRAY_WARNING.format(cls=cls.__qualname__, name=name),
+                    UserWarning,
                     stacklevel=2,
                 )
         for check in info.check_inits:
@@ -212,39 +366,52 @@ class _ModuleMeta(abc.ABCMeta):
         return self
 
 
-def _abstract_error(cls: type) -> str | None:
-    missing = [
-        *(f"abstract variable `{n}`" for n in sorted(cls.__pytreemod_abstract_vars__)),
-        *(
-            f"abstract class variable `{n}`"
-            for n in sorted(cls.__pytreemod_abstract_class_vars__)
-        ),
-        *(f"abstract method `{n}`" for n in sorted(cls.__abstractmethods__)),
+def _holds_array(value: Any) -> bool:
+    if type(value) in (int, str, bool, float, type(None)):
+        return False
+    return any(is_array(leaf) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _check_unset(self: Any, info: _ClassInfo) -> None:
+    """Raise for a field that `__init__` left unset, unless the class has a
+    value of that name (a default, a property, a class attribute): as in
+    Equinox, such a field stays out of the instance (and its pytree), and
+    attribute lookup finds the class's value."""
+    values, cls = _get_dict(self), type(self)
+    unset = [
+        n
+        for n in info.field_order
+        if n not in values and not any(n in k.__dict__ for k in cls.__mro__)
     ]
-    if not missing:
-        return None
-    return (
-        f"Can't instantiate abstract class {cls.__qualname__}: it does not "
-        f"provide {', '.join(missing)}. Subclass it and define "
-        f"{'it' if len(missing) == 1 else 'them'}, then instantiate the subclass."
-    )
-
-
-def _fill_defaults_or_raise(self: Any, info: _ClassInfo) -> None:
-    values = self.__dict__
-    missing = []
-    for name in sorted(info.field_names - values.keys()):
-        if name in info.defaults:
-            values[name] = info.defaults[name]()
-        else:
-            missing.append(name)
-    if missing:
-        names = ", ".join(f"`{n}`" for n in missing)
+    if unset:
         raise TypeError(
-            f"{type(self).__qualname__}.__init__ left the field(s) {names} unset. "
-            f"Assign every field in `__init__` (e.g. `self.{missing[0]} = ...`), "
-            "or give it a default in the class body."
+            _UNSET_ERROR.format(
+                name=unset[0],
+                cls=cls.__qualname__,
+                names=", ".join(f"`{n}`" for n in unset),
+            )
         )
+
+
+def _warn_if_transformed_module(cls: type, name: str, value: Any) -> None:
+    """Warn if `value`, the result of a JAX transform, wraps a pytree with
+    arrays (looking along its `__wrapped__` chain)."""
+    for _ in range(100):  # a `__wrapped__` chain may loop
+        try:
+            value = value.__wrapped__
+        except Exception:
+            return
+        try:
+            leaves = jax.tree_util.tree_leaves(value)
+        except Exception:
+            return
+        if any(is_array_like(leaf) for leaf in leaves):
+            warnings.warn(
+                _TRANSFORMED_WARNING.format(cls=cls, name=name),
+                UserWarning,
+                stacklevel=3,
+            )
+            return
 
 
 class Module(metaclass=_ModuleMeta):
@@ -259,11 +426,15 @@ class Module(metaclass=_ModuleMeta):
     - `__post_init__` runs after a generated `__init__` and may assign fields.
     - `field(converter=f)` values are converted after initialisation.
     - `__check_init__(self)`, if a class defines it, runs after that for every
-      class in the hierarchy (bases first) and may raise to reject the values.
-    - `module.method` is itself a pytree (a `BoundMethod`), so it can be passed
-      to transforms.
+      class in the hierarchy (the subclass's first) and may raise to reject
+      the values.
+    - Methods stay plain functions in the class; `module.method` is itself a
+      pytree (a `BoundMethod`), so it can be passed to transforms.
     - `==` compares structure and leaves (`tree_equal`); `repr` is an indented
       tree with arrays shown as `f32[3,2]`.
+    - Class keywords: `is_abstract=True` makes a class that cannot be
+      instantiated (its subclasses can); `strict=` is accepted as in Equinox
+      (see `StrictConfig`).
 
     Example:
         >>> import jax
@@ -283,32 +454,53 @@ class Module(metaclass=_ModuleMeta):
         Array([0., 0.], dtype=float32)
     """
 
+    def __getattribute__(self, name: str) -> Any:
+        # A method found on the class binds as a plain `types.MethodType`;
+        # hand out a `BoundMethod` (a pytree holding `self`) instead. Methods
+        # stay plain functions in the class `__dict__`, and magic methods
+        # (`__call__`, ...) stay plain bound methods, as in Equinox.
+        value = _object_getattribute(self, name)
+        if (
+            type(value) is _MethodType
+            and value.__self__ is self
+            and not (name[:2] == "__" and name[-2:] == "__")
+        ):
+            return _make_bound_method((value.__func__,), (self,))
+        return value
+
     def __setattr__(self, name: str, value: Any) -> None:
-        if _INITIALISING not in self.__dict__:
+        values = _get_dict(self)
+        if _INITIALISING not in values:
+            if name == "__orig_class__":
+                # `SomeModule[int]()` records its alias on the new instance.
+                values[name] = value
+                return
             raise dataclasses.FrozenInstanceError(
                 _FROZEN_ERROR.format(
-                    verb="assign to", name=name, cls=type(self).__name__
+                    verb="assign to", name=name, cls=type(self).__qualname__
                 )
             )
         if name not in type(self).__pytreemod_info__.field_names:
-            raise AttributeError(
-                f"cannot assign `self.{name}`: {name!r} is not a field of "
-                f"{type(self).__qualname__}. Declare it in the class body, e.g. "
-                f"`{name}: jax.Array` (or `{name}: int = field(static=True)` for "
-                "configuration that is not an array)."
+            raise dataclasses.FrozenInstanceError(
+                _NOT_A_FIELD_ERROR.format(name=name, cls=type(self).__qualname__)
             )
-        if isinstance(value, BoundMethod) and value.__self__ is self:
+        kind = type(value)
+        if kind is BoundMethod and _get_dict(value)["__self__"] is self:
             raise ValueError(
                 _METHOD_ASSIGNMENT_ERROR.format(
                     name=name, method=value.__func__.__name__
                 )
             )
-        self.__dict__[name] = value
+        if kind in _TRANSFORM_TYPES:
+            _warn_if_transformed_module(type(self), name, value)
+        values[name] = value
 
     def __delattr__(self, name: str) -> None:
-        if _INITIALISING not in self.__dict__:
+        if _INITIALISING not in _get_dict(self):
             raise dataclasses.FrozenInstanceError(
-                _FROZEN_ERROR.format(verb="delete", name=name, cls=type(self).__name__)
+                _FROZEN_ERROR.format(
+                    verb="delete", name=name, cls=type(self).__qualname__
+                )
             )
         object.__delattr__(self, name)
 
@@ -319,7 +511,8 @@ class Module(metaclass=_ModuleMeta):
         # Consistent with `==`: equal modules have equal types, structure,
         # static fields and non-array leaves. Arrays cannot be hashed and are
         # left out, so a Module is hashable whenever its static parts are, and
-        # can key a dict or be given to `jax.jit` as the function.
+        # can key a dict or be given to `jax.jit` as the function (Equinox
+        # raises for a Module holding arrays).
         parts: list = []
         _hash_parts(self, type(self).__name__, parts)
         return hash(tuple(parts))
@@ -337,11 +530,13 @@ def _hash_parts(tree: Any, path: str, parts: list) -> None:
     if isinstance(tree, Module):
         info = type(tree).__pytreemod_info__
         parts.append(type(tree))
-        values = tree.__dict__
+        values = _get_dict(tree)
         for name in info.static_names:
-            parts.append(_checked_hashable(values[name], f"{path}.{name}"))
+            if name in values:
+                parts.append(_checked_hashable(values[name], f"{path}.{name}"))
         for name in info.dynamic_names:
-            _hash_parts(values[name], f"{path}.{name}", parts)
+            if name in values:
+                _hash_parts(values[name], f"{path}.{name}", parts)
         return
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_module)
     parts.append(treedef)
@@ -362,33 +557,12 @@ def _checked_hashable(value: Any, path: str) -> Any:
         hash(value)
     except TypeError:
         raise TypeError(
-            f"cannot hash this Module: `{path}` holds an unhashable "
-            f"{type(value).__name__}. Static fields and non-array leaves must be "
-            "hashable; store a tuple or frozenset instead."
+            f"unhashable type: {type(value).__name__!r}. This Module cannot be "
+            f"hashed: `{path}` holds an unhashable {type(value).__name__}. Static "
+            "fields and non-array leaves must be hashable; store a tuple or "
+            "frozenset instead."
         ) from None
     return value
-
-
-class _MethodDescriptor:
-    """Wraps a function defined in a Module class body, so that looking it up
-    on an instance gives a `BoundMethod` (a pytree) instead of a plain bound
-    method."""
-
-    def __init__(self, method: types.FunctionType):
-        self.method = method
-        functools.update_wrapper(self, method)
-
-    @property
-    def __isabstractmethod__(self) -> bool:
-        return getattr(self.method, "__isabstractmethod__", False)
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        if instance is None:
-            return self.method
-        return _make_bound_method((self.method,), (instance,))
-
-    def __repr__(self) -> str:
-        return f"<pytreemod method {self.method.__qualname__}>"
 
 
 class BoundMethod(Module):
@@ -409,13 +583,16 @@ class BoundMethod(Module):
         [Array(2., dtype=float32)]
         >>> jax.jit(m.apply)(jnp.array(3.0, dtype=jnp.float32))
         Array(6., dtype=float32)
+        >>> type(Affine.__dict__["apply"]).__name__  # the class keeps the function
+        'function'
     """
 
     __func__: types.FunctionType = field(static=True)
     __self__: Module
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.__func__(self.__self__, *args, **kwargs)
+        d = _get_dict(self)
+        return d["__func__"](d["__self__"], *args, **kwargs)
 
     @property
     def __wrapped__(self) -> types.MethodType:
@@ -429,4 +606,11 @@ class BoundMethod(Module):
 
 _make_bound_method = BoundMethod.__pytreemod_info__.unflatten
 
-__all__ = ["AbstractClassVar", "AbstractVar", "BoundMethod", "Module", "field"]
+__all__ = [
+    "AbstractClassVar",
+    "AbstractVar",
+    "BoundMethod",
+    "Module",
+    "StrictConfig",
+    "field",
+]
