@@ -184,7 +184,7 @@ class filter_custom_vjp(Generic[_T]):
             ...     warnings.simplefilter("ignore", DeprecationWarning)
             ...     double.defvjp(lambda x: (double(x), None), lambda r, g, x: 2 * g)
             >>> jax.grad(double)(jnp.array(1.0))
-            Array(2., dtype=float32)
+            Array(2., dtype=float32, weak_type=True)
         """
         warnings.warn(
             _DEFVJP_DEPRECATED.format(name=self._name), DeprecationWarning, stacklevel=2
