@@ -229,3 +229,28 @@ def test_an_integer_output_is_an_error():
 def test_wrapping_a_non_callable_is_an_error():
     with pytest.raises(TypeError, match="needs a callable"):
         pytreemod.filter_grad(MODEL.weight)
+
+
+def test_extra_keywords_go_to_jax_value_and_grad():
+    # As Equinox: `**gradkwargs` are passed on (here `holomorphic=True`).
+    f = pytreemod.filter_grad(lambda z: z**2, holomorphic=True)
+    assert complex(f(jnp.array(1.0 + 1.0j))) == 2.0 + 2.0j
+    value, grad = pytreemod.filter_value_and_grad(lambda z: z**2, holomorphic=True)(
+        jnp.array(1.0j)
+    )
+    assert complex(value) == -1.0 and complex(grad) == 2.0j
+    # Rebuilt wrappers with equal options compare equal (one jit cache entry).
+    g = lambda x: x  # noqa: E731
+    assert pytreemod.filter_grad(g, allow_int=True) == pytreemod.filter_grad(
+        g, allow_int=True
+    )
+
+
+def test_argnums_is_refused_with_a_way_out():
+    with pytest.raises(TypeError, match="does not take `argnums`"):
+        pytreemod.filter_grad(lambda x, y: x, argnums=1)
+
+
+def test_first_argument_by_keyword_gives_equinoxs_first_sentence():
+    with pytest.raises(TypeError, match=r"^Functions wrapped with `filter_\{grad"):
+        pytreemod.filter_value_and_grad(lambda x, y: x + y)(x=1.0, y=1.0)

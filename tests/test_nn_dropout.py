@@ -94,3 +94,22 @@ def test_filter_jit_and_filter_vmap_with_a_key_per_example():
 
 def test_repr_is_readable():
     assert repr(ptm.nn.Dropout(0.1)) == "Dropout(p=0.1, inference=False)"
+
+
+def test_deterministic_is_the_deprecated_name_of_inference():
+    x = jnp.arange(1.0, 5.0)
+    with pytest.warns(DeprecationWarning, match=r"^Dropout\(deterministic=...\)"):
+        layer = ptm.nn.Dropout(deterministic=True)
+    assert layer.inference and layer.deterministic
+    assert jnp.array_equal(layer(x), x)
+    active = ptm.nn.Dropout(p=0.9)
+    with pytest.warns(DeprecationWarning, match=r"^Dropout\(\)\(deterministic="):
+        assert jnp.array_equal(active(x, deterministic=True), x)
+
+
+def test_attention_accepts_deterministic_with_a_warning():
+    attention = ptm.nn.MultiheadAttention(2, 4, dropout_p=0.5, key=jax.random.key(0))
+    x = jnp.ones((3, 4))
+    with pytest.warns(DeprecationWarning, match=r"^MultiheadAttention\(\)\("):
+        out = attention(x, x, x, deterministic=True)
+    assert jnp.array_equal(out, attention(x, x, x, inference=True))

@@ -70,15 +70,30 @@ def test_dot_products_depend_only_on_the_relative_position(q, k):
         np.testing.assert_allclose(diagonal, diagonal[0], atol=1e-4 * scale)
 
 
-def test_input_dtype_is_kept_when_it_differs_from_the_layer_dtype():
+def test_a_different_input_dtype_promotes_as_equinox():
+    # As Equinox: ordinary promotion, so strict promotion refuses a mix and
+    # standard promotion gives the promoted dtype.
     rope = eqx.nn.RotaryPositionalEmbedding(4, dtype=jnp.float32)
     x = jnp.ones((3, 4), jnp.bfloat16)
-    out = rope(x)
-    assert out.dtype == jnp.bfloat16
+    with pytest.raises(jax.dtypes.TypePromotionError, match="bfloat16"):
+        rope(x)
+    with jax.numpy_dtype_promotion("standard"):
+        out = rope(x)
+    assert out.dtype == jnp.float32
     np.testing.assert_allclose(
         np.asarray(out, np.float32), numpy_rope(np.ones((3, 4))), atol=1e-2
     )
     assert eqx.nn.RotaryPositionalEmbedding(4, dtype=jnp.float16).dtype == jnp.float16
+
+
+def test_precompute_freqs_cis_gives_cos_and_sin_of_the_angles():
+    cos, sin = eqx.nn.RotaryPositionalEmbedding.precompute_freqs_cis(
+        8, 5, 10_000.0, jnp.float16
+    )
+    assert cos.shape == sin.shape == (5, 4) and cos.dtype == jnp.float16
+    angles = np.outer(np.arange(5), 10_000.0 ** (-np.arange(0, 8, 2) / 8))
+    np.testing.assert_allclose(np.asarray(cos, np.float32), np.cos(angles), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(sin, np.float32), np.sin(angles), atol=1e-3)
 
 
 def test_under_filter_jit_and_vmap_over_heads_with_finite_gradients():

@@ -81,7 +81,7 @@ class _Converted(Module):
         return leaves
 
 
-class _Trivial(_Converted):
+class _TrivialClosureConvert(_Converted):
     """For a function with no closure: nothing to hoist, so just call it."""
 
     fn: Callable[..., Any]
@@ -190,7 +190,8 @@ def filter_closure_convert(
         # A plain function without a closure cannot close over tracers; it may
         # still read module globals, which are not transform-local anyway.
         return cast(
-            Callable[_P, _T], _Trivial(in_structs, in_def, _flat(in_static), fn)
+            Callable[_P, _T],
+            _TrivialClosureConvert(in_structs, in_def, _flat(in_static), fn),
         )
 
     outputs = []

@@ -2,10 +2,12 @@
 differentiated with respect to their first argument."""
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import jax
+import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 
@@ -30,11 +32,22 @@ Define both rules before calling it:
         return grad_vjp_arg"""
 
 _ARGS_PERTURBED = """\
-`{name}` is a `filter_custom_vjp` function, which is differentiated with respect
-to its first argument only, but an array among its other arguments depends on
-something being differentiated: its gradient would be silently dropped. Pass
+Unexpected tangent. `*args` and `**kwargs` to `filter_custom_vjp` cannot be
+autodifferentiated. `{name}` is differentiated with respect to its first
+argument only, but an array among its other arguments depends on something
+being differentiated: its gradient would be silently dropped. Pass
 everything to differentiate in the first argument, as a tuple if need be:
     {name}((x, y), *other_args)"""
+
+_DEFVJP_DEPRECATED = """\
+`filter_custom_vjp.defvjp` is deprecated in favour of `.def_fwd` and `.def_bwd`
+(as in Equinox since 0.10.7). The new rules take an extra `perturbed` argument
+first (which leaves of `vjp_arg` are differentiated; ignoring it is fine), and
+`grad_out` holds `None` for a zero cotangent of any leaf:
+    @{name}.def_fwd
+    def {name}_fwd(perturbed, vjp_arg, *args, **kwargs): ...
+    @{name}.def_bwd
+    def {name}_bwd(residuals, grad_out, perturbed, vjp_arg, *args, **kwargs): ..."""
 
 _FWD_NOT_A_PAIR = (
     "The forward rule of `{name}` (`def_fwd`) must return a pair `(out, residuals)`;"
@@ -74,6 +87,12 @@ def _split_output(out: Any, call: _Call) -> tuple[Any, Any]:
 
 def _zero_to_none(cotangent: Any) -> Any:
     return None if isinstance(cotangent, SymbolicZero) else cotangent
+
+
+def _zero_to_zeros(cotangent: Any) -> Any:
+    if isinstance(cotangent, SymbolicZero):
+        return jnp.zeros(cotangent.aval.shape, cotangent.aval.dtype)
+    return cotangent
 
 
 class filter_custom_vjp(Generic[_T]):
@@ -123,6 +142,9 @@ class filter_custom_vjp(Generic[_T]):
         self.fn = fn
         self.fn_fwd: Callable[..., Any] | None = None
         self.fn_bwd: Callable[..., Any] | None = None
+        # Set by the older `defvjp`: zero cotangents of floating-point outputs
+        # reach `bwd` as arrays of zeros rather than `None`.
+        self._zeros_as_arrays = False
         self._name = getattr(fn, "__name__", "the function")
         custom = jax.custom_vjp(self._primal, nondiff_argnums=(0,))
         custom.defvjp(self._fwd, self._bwd, symbolic_zeros=True)
@@ -143,6 +165,45 @@ class filter_custom_vjp(Generic[_T]):
         self.fn_bwd = fn_bwd
         return fn_bwd
 
+    def defvjp(self, fn_fwd: Callable[..., Any], fn_bwd: Callable[..., Any]) -> None:
+        """The older API, deprecated as in Equinox: set both rules at once, as
+        `fn_fwd(vjp_arg, *args, **kwargs) -> (out, residuals)` and
+        `fn_bwd(residuals, grad_out, vjp_arg, *args, **kwargs)`, without
+        `perturbed`. `grad_out` holds arrays of zeros (not `None`) for
+        floating-point outputs with a zero cotangent.
+
+        Example:
+            >>> import warnings
+            >>> import jax
+            >>> import jax.numpy as jnp
+            >>> import pytreemod
+            >>> @pytreemod.filter_custom_vjp
+            ... def double(x):
+            ...     return 2 * x
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore", DeprecationWarning)
+            ...     double.defvjp(lambda x: (double(x), None), lambda r, g, x: 2 * g)
+            >>> jax.grad(double)(jnp.array(1.0))
+            Array(2., dtype=float32, weak_type=True)
+        """
+        warnings.warn(
+            _DEFVJP_DEPRECATED.format(name=self._name), DeprecationWarning, stacklevel=2
+        )
+
+        def fwd(perturbed: Any, vjp_arg: Any, *args: Any, **kwargs: Any) -> Any:
+            del perturbed
+            return fn_fwd(vjp_arg, *args, **kwargs)
+
+        def bwd(
+            residuals: Any, grad_out: Any, perturbed: Any, *args: Any, **kwargs: Any
+        ) -> Any:
+            del perturbed
+            return fn_bwd(residuals, grad_out, *args, **kwargs)
+
+        self.fn_fwd = fwd
+        self.fn_bwd = bwd
+        self._zeros_as_arrays = True
+
     def _inputs(
         self, box: _Static, diff: Any, nondiff: Any, rest: Any
     ) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
@@ -162,7 +223,7 @@ class filter_custom_vjp(Generic[_T]):
             return isinstance(x, CustomVJPPrimal)
 
         if any(p.perturbed for p in jtu.tree_leaves(rest, is_leaf=is_primal)):
-            raise ValueError(_ARGS_PERTURBED.format(name=self._name))
+            raise RuntimeError(_ARGS_PERTURBED.format(name=self._name))
         call: _Call = box.value
         diff_perturbed = jtu.tree_map(lambda p: p.perturbed, diff, is_leaf=is_primal)
         diff, nondiff, rest = jtu.tree_map(
@@ -187,7 +248,10 @@ class filter_custom_vjp(Generic[_T]):
         residuals = combine(array_residuals, call.residuals)
         vjp_arg, args, kwargs = self._inputs(box, diff, nondiff, rest)
         diff_cotangent, _ = cotangents
-        grad_out = jtu.tree_map(_zero_to_none, diff_cotangent)
+        if self._zeros_as_arrays:
+            grad_out = jtu.tree_map(_zero_to_zeros, diff_cotangent)
+        else:
+            grad_out = jtu.tree_map(_zero_to_none, diff_cotangent)
         assert self.fn_bwd is not None
         grads = self.fn_bwd(
             residuals, grad_out, call.perturbed, vjp_arg, *args, **kwargs

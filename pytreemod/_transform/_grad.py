@@ -20,9 +20,10 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _NO_ARGUMENT = """\
-`{name}` differentiates with respect to the first positional argument, but the
-function was called with {got}. Pass the pytree to differentiate (the model,
-say) first and by position:
+Functions wrapped with `filter_{{grad, value_and_grad}}` must have their first
+argument passed by position, not keyword. `{name}` differentiates with respect
+to the first positional argument, but the function was called with {got}.
+Pass the pytree to differentiate (the model, say) first and by position:
     grads = {name}(loss)(model, x, y)
 To differentiate several things, pass them together as a tuple:
     grads_a, grads_b = {name}(loss)((a, b), x, y)"""
@@ -40,6 +41,12 @@ Reduce the output to a single number, for example with `jnp.mean(...)` or
 _AUX_HINT = (
     " If the function returns `(value, aux)`, pass `has_aux=True`, as in "
     "`{name}(loss, has_aux=True)`."
+)
+
+_NO_ARGNUMS = (
+    "`{name}` does not take `argnums`: it always differentiates with respect to "
+    "the first argument. Put everything to differentiate into it, as a tuple: "
+    "`{name}(lambda ab, x: f(*ab, x))((a, b), x)`."
 )
 
 _NOT_CALLABLE = (
@@ -86,6 +93,9 @@ class _ValueAndGrad(Module):
     _fun: Callable[..., Any]
     _has_aux: bool = field(static=True)
     _with_value: bool = field(static=True)
+    # Extra keywords for `jax.value_and_grad` (`allow_int=`, ...), as sorted
+    # pairs so that equal wrappers built anew compare and hash equal.
+    _gradkwargs: tuple[tuple[str, Any], ...] = field(static=True, default=())
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
@@ -105,7 +115,9 @@ class _ValueAndGrad(Module):
                 _check_value(out, name, has_aux)
             return out
 
-        value, grads = jax.value_and_grad(differentiable, has_aux=has_aux)(diff_x)
+        value, grads = jax.value_and_grad(
+            differentiable, has_aux=has_aux, **dict(self._gradkwargs)
+        )(diff_x)
         if self._with_value:
             return value, grads
         if has_aux:
@@ -120,34 +132,44 @@ class _ValueAndGrad(Module):
         return Partial(self, instance)
 
 
-def _make(fun: Any, has_aux: bool, with_value: bool, name: str) -> Any:
+def _make(
+    fun: Any, has_aux: bool, with_value: bool, name: str, gradkwargs: dict[str, Any]
+) -> Any:
     if not callable(fun):
         raise TypeError(
             _NOT_CALLABLE.format(name=name, got=fun, type=type(fun).__name__)
         )
-    return module_update_wrapper(_ValueAndGrad(fun, bool(has_aux), with_value), fun)
+    if "argnums" in gradkwargs:
+        raise TypeError(_NO_ARGNUMS.format(name=name))
+    extra = tuple(sorted(gradkwargs.items()))
+    wrapper = _ValueAndGrad(fun, bool(has_aux), with_value, extra)
+    return module_update_wrapper(wrapper, fun)
 
 
 @overload
 def filter_value_and_grad(
-    *, has_aux: Literal[False] = False
+    *, has_aux: Literal[False] = False, **gradkwargs: Any
 ) -> Callable[[Callable[_P, _T]], Callable[_P, tuple[_T, Any]]]: ...
 @overload
 def filter_value_and_grad(
-    *, has_aux: Literal[True]
+    *, has_aux: Literal[True], **gradkwargs: Any
 ) -> Callable[
     [Callable[_P, tuple[_T, Any]]], Callable[_P, tuple[tuple[_T, Any], Any]]
 ]: ...
 @overload
 def filter_value_and_grad(
-    fun: Callable[_P, _T], /, *, has_aux: Literal[False] = False
+    fun: Callable[_P, _T], /, *, has_aux: Literal[False] = False, **gradkwargs: Any
 ) -> Callable[_P, tuple[_T, Any]]: ...
 @overload
 def filter_value_and_grad(
-    fun: Callable[_P, tuple[_T, Any]], /, *, has_aux: Literal[True]
+    fun: Callable[_P, tuple[_T, Any]], /, *, has_aux: Literal[True], **gradkwargs: Any
 ) -> Callable[_P, tuple[tuple[_T, Any], Any]]: ...
 def filter_value_and_grad(
-    fun: Callable[..., Any] | None = None, /, *, has_aux: bool = False
+    fun: Callable[..., Any] | None = None,
+    /,
+    *,
+    has_aux: bool = False,
+    **gradkwargs: Any,
 ) -> Any:
     """Make a function that returns both `fun`'s value and its gradient with
     respect to the floating-point arrays of its first argument.
@@ -160,6 +182,8 @@ def filter_value_and_grad(
             out to get a decorator: `@filter_value_and_grad(has_aux=True)`.
         has_aux: if `True`, `fun` returns a pair `(value, aux)` and only `value`
             is differentiated; `aux` is passed back as it is.
+        **gradkwargs: passed on to `jax.value_and_grad` (`allow_int=`,
+            `holomorphic=`, ...), as in Equinox. `argnums` is not accepted.
 
     Returns:
         A function with `fun`'s arguments that returns `(value, grads)`, where
@@ -182,28 +206,32 @@ def filter_value_and_grad(
         (Array(2.5, dtype=float32), {'name': None, 'w': Array([1., 2.], dtype=float32)})
     """
     if fun is None:
-        return lambda f: _make(f, has_aux, True, "filter_value_and_grad")
-    return _make(fun, has_aux, True, "filter_value_and_grad")
+        return lambda f: _make(f, has_aux, True, "filter_value_and_grad", gradkwargs)
+    return _make(fun, has_aux, True, "filter_value_and_grad", gradkwargs)
 
 
 @overload
 def filter_grad(
-    *, has_aux: Literal[False] = False
+    *, has_aux: Literal[False] = False, **gradkwargs: Any
 ) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]: ...
 @overload
 def filter_grad(
-    *, has_aux: Literal[True]
+    *, has_aux: Literal[True], **gradkwargs: Any
 ) -> Callable[[Callable[_P, tuple[Any, _T]]], Callable[_P, tuple[Any, _T]]]: ...
 @overload
 def filter_grad(
-    fun: Callable[_P, Any], /, *, has_aux: Literal[False] = False
+    fun: Callable[_P, Any], /, *, has_aux: Literal[False] = False, **gradkwargs: Any
 ) -> Callable[_P, Any]: ...
 @overload
 def filter_grad(
-    fun: Callable[_P, tuple[Any, _T]], /, *, has_aux: Literal[True]
+    fun: Callable[_P, tuple[Any, _T]], /, *, has_aux: Literal[True], **gradkwargs: Any
 ) -> Callable[_P, tuple[Any, _T]]: ...
 def filter_grad(
-    fun: Callable[..., Any] | None = None, /, *, has_aux: bool = False
+    fun: Callable[..., Any] | None = None,
+    /,
+    *,
+    has_aux: bool = False,
+    **gradkwargs: Any,
 ) -> Any:
     """Make a function that returns the gradient of `fun` with respect to the
     floating-point arrays of its first argument.
@@ -219,6 +247,8 @@ def filter_grad(
             out to get a decorator: `@filter_grad(has_aux=True)`.
         has_aux: if `True`, `fun` returns a pair `(value, aux)`; `value` is
             differentiated, and the new function returns `(grads, aux)`.
+        **gradkwargs: passed on to `jax.value_and_grad` (`allow_int=`,
+            `holomorphic=`, ...), as in Equinox. `argnums` is not accepted.
 
     Returns:
         A function with `fun`'s arguments that returns `grads` (or
@@ -240,5 +270,5 @@ def filter_grad(
         (Array([ 3., -3.], dtype=float32), None)
     """
     if fun is None:
-        return lambda f: _make(f, has_aux, False, "filter_grad")
-    return _make(fun, has_aux, False, "filter_grad")
+        return lambda f: _make(f, has_aux, False, "filter_grad", gradkwargs)
+    return _make(fun, has_aux, False, "filter_grad", gradkwargs)

@@ -1,6 +1,7 @@
 """`MultiheadAttention`: scaled dot-product attention with several heads."""
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,12 @@ from ._linear import Linear
 ProcessHeads = Callable[
     [jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]
 ]
+
+
+_DETERMINISTIC = (
+    "MultiheadAttention()(deterministic=...) is deprecated in favour of "
+    "MultiheadAttention()(inference=...)"
+)
 
 
 class MultiheadAttention(Module):
@@ -204,6 +211,7 @@ class MultiheadAttention(Module):
         *,
         key: jax.Array | None = None,
         inference: bool | None = None,
+        deterministic: bool | None = None,
         process_heads: ProcessHeads | None = None,
     ) -> jax.Array:
         """Attend from each query position to the key/value positions.
@@ -222,6 +230,8 @@ class MultiheadAttention(Module):
                 active (keyword only).
             inference: overrides the `inference` field of the dropout for this
                 call when not `None` (keyword only).
+            deterministic: the deprecated name of `inference` (warns, as in
+                Equinox).
             process_heads: a function called on the projected heads,
                 `(query_heads, key_heads, value_heads) -> (query_heads,
                 key_heads, value_heads)`, each of shape
@@ -232,6 +242,9 @@ class MultiheadAttention(Module):
         Returns:
             An array of shape `(query_seq_length, output_size)`.
         """
+        if deterministic is not None:
+            warnings.warn(_DETERMINISTIC, DeprecationWarning, stacklevel=2)
+            inference = deterministic
         self._check_inputs(query, key_, value, mask)
         query_heads = self._project(self.query_proj, query)
         key_heads = self._project(self.key_proj, key_)

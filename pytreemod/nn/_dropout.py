@@ -1,5 +1,7 @@
 """`Dropout`, which zeroes random entries while training."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -13,6 +15,14 @@ needs one to choose which entries to drop. Either
      key for each call; or
   2. turn dropout off for evaluation: `dropout(x, inference=True)`, or
      `model = pytreemod.nn.inference_mode(model)` for a whole model."""
+
+
+_INIT_DETERMINISTIC = (
+    "Dropout(deterministic=...) is deprecated in favour of Dropout(inference=...)"
+)
+_CALL_DETERMINISTIC = (
+    "Dropout()(deterministic=...) is deprecated in favour of Dropout()(inference=...)"
+)
 
 
 class Dropout(Module):
@@ -40,11 +50,25 @@ class Dropout(Module):
     p: float
     inference: bool
 
-    def __init__(self, p: float = 0.5, inference: bool = False):
+    def __init__(
+        self,
+        p: float = 0.5,
+        inference: bool = False,
+        *,
+        deterministic: bool | None = None,
+    ):
         if isinstance(p, (int, float)) and not 0 <= p <= 1:
             raise ValueError(f"`p` must be a probability in [0, 1]; got {p!r}.")
+        if deterministic is not None:
+            warnings.warn(_INIT_DETERMINISTIC, DeprecationWarning, stacklevel=2)
+            inference = deterministic
         self.p = p
         self.inference = inference
+
+    @property
+    def deterministic(self) -> bool:
+        """The deprecated name of `inference`, kept as Equinox keeps it."""
+        return self.inference
 
     def __call__(
         self,
@@ -52,6 +76,7 @@ class Dropout(Module):
         *,
         key: jax.Array | None = None,
         inference: bool | None = None,
+        deterministic: bool | None = None,
     ) -> jax.Array:
         """Apply dropout to one example.
 
@@ -60,6 +85,7 @@ class Dropout(Module):
             key: a `jax.random` key; required unless the layer is inactive.
             inference: overrides the `inference` field for this call when not
                 `None`.
+            deterministic: the deprecated name of `inference` (warns).
 
         Returns:
             An array of the shape and dtype of `x`.
@@ -67,6 +93,9 @@ class Dropout(Module):
         Raises:
             RuntimeError: if the layer is active and `key` is `None`.
         """
+        if deterministic is not None:
+            warnings.warn(_CALL_DETERMINISTIC, DeprecationWarning, stacklevel=2)
+            inference = deterministic
         if inference is None:
             inference = self.inference
         if isinstance(self.p, (int, float)) and self.p == 0:

@@ -31,9 +31,10 @@ class RotaryPositionalEmbedding(Module):
         embedding_size: the number of channels; even and non-negative.
         theta: the base of the angle frequencies; larger means slower rotation.
         dtype: the dtype of the cosines and sines; defaults to `float32`
-            (`float64` when JAX runs with `jax_enable_x64`). The computation
-            runs in the promotion of this dtype and the input's, and the
-            result has the input's dtype.
+            (`float64` when JAX runs with `jax_enable_x64`). As in Equinox,
+            the input is combined with them by ordinary dtype promotion, so a
+            different input dtype is an error under strict promotion and
+            otherwise gives the promoted dtype.
 
     Example:
         >>> import jax
@@ -89,20 +90,47 @@ class RotaryPositionalEmbedding(Module):
             )
         seq_length, size = shape
         half = size // 2
-        float_dtype = default_floating_dtype()
-        exponents = jnp.arange(0, size, 2, dtype=float_dtype) / size
-        frequencies = 1.0 / (self.theta**exponents)
-        angles = jnp.outer(jnp.arange(seq_length, dtype=float_dtype), frequencies)
-        cos = jnp.cos(angles).astype(self.dtype)
-        sin = jnp.sin(angles).astype(self.dtype)
+        cos, sin = self.precompute_freqs_cis(size, seq_length, self.theta, self.dtype)
         cos = jnp.concatenate([cos, cos], axis=-1)
         sin = jnp.concatenate([sin, sin], axis=-1)
-
-        # The promotion is chosen on purpose, so it is computed under standard
-        # rules even when strict dtype promotion is on.
-        with jax.numpy_dtype_promotion("standard"):
-            compute_dtype = jnp.promote_types(x.dtype, self.dtype)
-        y = jnp.asarray(x).astype(compute_dtype)
+        # As Equinox: ordinary promotion of the input's dtype and `dtype` (an
+        # error under strict promotion when they differ; the result has the
+        # promoted dtype).
+        y = jnp.asarray(x)
         rotated = jnp.concatenate([-y[:, half:], y[:, :half]], axis=-1)
-        out = y * cos.astype(compute_dtype) + rotated * sin.astype(compute_dtype)
-        return out.astype(x.dtype)
+        return y * cos + rotated * sin
+
+    @staticmethod
+    def precompute_freqs_cis(
+        embedding_size: int, end: int, theta: float, dtype: Any
+    ) -> tuple[jax.Array, jax.Array]:
+        """The cosines and sines of the rotation angles, as Equinox computes
+        them: `angle[m, j] = m * theta ** (-2j / embedding_size)` for positions
+        `m < end` and `j < embedding_size // 2`.
+
+        Args:
+            embedding_size: the number of channels (even).
+            end: the number of positions.
+            theta: the base of the angle frequencies.
+            dtype: the dtype of the returned arrays (angles are computed in
+                the default floating dtype first).
+
+        Returns:
+            `(cos, sin)`, each of shape `(end, embedding_size // 2)`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import pytreemod as eqx
+            >>> cos, sin = eqx.nn.RotaryPositionalEmbedding.precompute_freqs_cis(
+            ...     4, 3, 10_000.0, jnp.float32
+            ... )
+            >>> cos.shape, float(sin[1, 0])
+            ((3, 2), 0.8414709568023682)
+        """
+        float_dtype = default_floating_dtype()
+        exponents = jnp.arange(0, embedding_size, 2, dtype=float_dtype)
+        frequencies = 1.0 / (
+            theta ** (exponents[: embedding_size // 2] / embedding_size)
+        )
+        angles = jnp.outer(jnp.arange(end, dtype=float_dtype), frequencies)
+        return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
