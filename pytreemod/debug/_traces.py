@@ -16,8 +16,8 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _TOO_MANY_TRACES = """\
-`{name}` has now been traced {count} times, more than `max_traces={max_traces}` \
-allows. Each trace means a fresh compilation. The usual causes are:
+{fn} can only be traced {max_traces} times. However, it has now been traced \
+{count} times. Each trace means a fresh compilation. The usual causes are:
   1. a non-array argument (a Python number, a string) whose value changes from \
 call to call: non-arrays are static, so each new value traces again. Pass it as \
 an array instead, e.g. `jnp.asarray(step)`;
@@ -54,7 +54,7 @@ class _AssertMaxTraces(Generic[_P, _T]):
     whose child is the wrapped function, so that a wrapped Module's arrays are
     still traced by the transforms around it."""
 
-    __slots__ = ("fn", "max_traces", "_counter", "__dict__")
+    __slots__ = ("fn", "max_traces", "_counter", "__dict__", "__weakref__")
 
     def __init__(self, fn: Callable[_P, _T], max_traces: int | None, counter: _Counter):
         self.fn = fn
@@ -76,10 +76,9 @@ class _AssertMaxTraces(Generic[_P, _T]):
             counter.count += 1
             count = counter.count
         if self.max_traces is not None and count > self.max_traces:
-            name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
             raise RuntimeError(
                 _TOO_MANY_TRACES.format(
-                    name=name, count=count, max_traces=self.max_traces
+                    fn=self.fn, count=count, max_traces=self.max_traces
                 )
             )
         return self.fn(*args, **kwargs)

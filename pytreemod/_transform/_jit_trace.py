@@ -1,0 +1,152 @@
+"""What `filter_jit` hands to `jax.jit`: a function of the array leaves only,
+which rebuilds the call, runs it, and returns its output in a form whose
+treedef carries everything that is not an array.
+
+That is what keeps the non-array outputs right: they are node data of the
+output treedef, which `jax.jit` stores with each trace in its own cache, keyed
+on everything JAX keys on (shapes, dtypes, weak types, shardings and the
+config contexts: x64, matmul precision, default device, ...). No table of
+pytreemod's holds them, so none can hand back what a fresh trace would not.
+JAX's unflatten of the output (C++) gives the user's output directly:
+
+- an output whose nodes accept any children: each non-array leaf becomes a
+  leafless `Baked` node whose unflatten returns the value itself;
+- otherwise (a node that validates its children): one `Rebuild` node, whose
+  children are the output arrays and whose node data is the output treedef
+  and non-array leaves; its unflatten puts them together.
+"""
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from ._retrace import TraceHistory, TraceRecord
+from ._static import ARRAY, kinds_of, merge_leaves
+
+__all__ = ["OWNER", "SILENCED_DONATION", "bake", "make_traced", "quietly"]
+
+SILENCED_DONATION = "Some donated buffers were not usable"
+
+
+class _Owner:
+    """Stands for the cache's owner function among a function's static
+    leaves, so that the cache does not keep that function alive."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "OWNER"
+
+
+OWNER: Any = _Owner()
+
+
+class Baked:
+    """A non-array output leaf, held as node data of the output treedef."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+jax.tree_util.register_pytree_node(
+    Baked, lambda baked: ((), baked.value), lambda value, _: value
+)
+
+
+class Rebuild:
+    """An output whose nodes reject placeholder children: the output arrays
+    as children, the treedef and non-array leaves as node data."""
+
+    __slots__ = ("arrays", "plan")
+
+    def __init__(self, arrays: list[Any], plan: tuple[Any, Any, Any]):
+        self.arrays = arrays
+        self.plan = plan
+
+
+def _rebuilt(plan: tuple[Any, Any, Any], arrays: Any) -> Any:
+    treedef, kinds, static = plan
+    return treedef.unflatten(merge_leaves(kinds, static, tuple(arrays)))
+
+
+jax.tree_util.register_pytree_node(
+    Rebuild, lambda rebuild: (rebuild.arrays, rebuild.plan), _rebuilt
+)
+
+
+def bake(out: Any) -> Any:
+    """`out` with its non-array leaves moved into the treedef."""
+    leaves, treedef = jax.tree_util.tree_flatten(out)
+    kinds, _ = kinds_of(leaves)
+    if all(kind is ARRAY for kind in kinds):
+        return out
+    baked = [
+        leaf if kind is ARRAY else Baked(leaf)
+        for leaf, kind in zip(leaves, kinds, strict=True)
+    ]
+    try:
+        return treedef.unflatten(baked)
+    except Exception:  # a node that rejects placeholder children
+        pairs = list(zip(leaves, kinds, strict=True))
+        arrays = [leaf for leaf, kind in pairs if kind is ARRAY]
+        static = tuple(leaf for leaf, kind in pairs if kind is not ARRAY)
+        return Rebuild(arrays, (treedef, kinds, static))
+
+
+def make_traced(
+    fun_part: tuple[Any, Any, Any, int],
+    args_part: tuple[Any, Any, Any],
+    owner: Callable[[], Any],
+    history: TraceHistory,
+    names: dict[str, Any],
+) -> Callable[..., Any]:
+    """The function `jax.jit` compiles for one set of static values: it takes
+    the function's arrays then the arguments' arrays.
+
+    `fun_part` is `(treedef, kinds, static leaves, number of arrays)` of the
+    wrapped function (its owner replaced by `OWNER`, restored here from
+    `owner()`); `args_part` is `(treedef, kinds, static leaves)` of
+    `(args, kwargs)`."""
+    fun_def, fun_kinds, fun_static, num_fun = fun_part
+    treedef, kinds, static = args_part
+
+    def traced(*arrays: Any) -> Any:
+        own = owner()
+        fun_leaves = merge_leaves(
+            fun_kinds,
+            tuple(own if leaf is OWNER else leaf for leaf in fun_static),
+            arrays[:num_fun],
+        )
+        fun = fun_def.unflatten(fun_leaves)
+        args, kwargs = treedef.unflatten(merge_leaves(kinds, static, arrays[num_fun:]))
+        if jax.config.jax_disable_jit:  # called directly, on every call
+            return fun(*args, **kwargs)
+        tree = (fun, args, kwargs)
+        record = TraceRecord(
+            jax.tree_util.tree_structure(tree),
+            fun_kinds + kinds,
+            fun_static + static,  # with `OWNER`: records keep nothing alive
+            tuple(map(jax.typeof, arrays)),
+        )
+        history.on_trace(record, tree)
+        return bake(fun(*args, **kwargs))
+
+    traced.__name__ = names["__name__"]
+    traced.__qualname__ = names["__qualname__"]
+    return traced
+
+
+def quietly(jitted: Callable[..., Any]) -> Callable[..., Any]:
+    """Call `jitted` with JAX's warning about unusable donations silenced
+    (donate='all' and 'all-except-first')."""
+
+    def call(*arrays: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=SILENCED_DONATION)
+            return jitted(*arrays)
+
+    return call
