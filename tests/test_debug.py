@@ -44,7 +44,8 @@ def test_exceeding_max_traces_raises():
         return x + 1
 
     f(jnp.ones(2))
-    with pytest.raises(RuntimeError, match=r"can only be traced 1 times\. However, it has now been traced 2 times"):
+    message = r"can only be traced 1 times\. However, it has now been traced 2 times"
+    with pytest.raises(RuntimeError, match=message):
         f(jnp.ones(3))
 
 

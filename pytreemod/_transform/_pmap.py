@@ -184,6 +184,47 @@ def _raise_unhashable(
             ) from None
 
 
+_SILENCED_DONATION = "Some donated buffers were not usable"
+
+
+class PmapCompiled:
+    """A `filter_pmap` function compiled ahead of time for one set of
+    arguments: call it with arguments of the same structure, static values,
+    shapes and dtypes."""
+
+    def __init__(self, compiled: Any, wrapper: "_PmapWrapper"):
+        self._compiled = compiled
+        self._wrapper = wrapper
+
+    def as_text(self) -> str | None:
+        """The compiled program as text, as `jax.stages.Compiled.as_text`."""
+        return self._compiled.as_text()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _, inputs = self._wrapper._prepare(args, kwargs)
+        mapped, unmapped, static = self._compiled(*inputs)
+        return join_output(mapped, unmapped, *static.value)
+
+
+class PmapLowered:
+    """A `filter_pmap` function lowered for one set of arguments: what
+    `filter_pmap(f).lower(*args)` returns."""
+
+    def __init__(self, lowered: Any, wrapper: "_PmapWrapper"):
+        self._lowered = lowered
+        self._wrapper = wrapper
+
+    def as_text(self, *args: Any, **kwargs: Any) -> str:
+        """The lowered program as text; arguments as for
+        `jax.stages.Lowered.as_text`."""
+        return self._lowered.as_text(*args, **kwargs)
+
+    def compile(self, *args: Any, **kwargs: Any) -> PmapCompiled:
+        """Compile the lowered program; arguments as for
+        `jax.stages.Lowered.compile`."""
+        return PmapCompiled(self._lowered.compile(*args, **kwargs), self._wrapper)
+
+
 class _PmapWrapper(Module):
     """What `filter_pmap(fun)` returns: a Module holding `fun` and the
     options."""
@@ -201,6 +242,31 @@ class _PmapWrapper(Module):
         return self.fun
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        pmapped, inputs = self._prepare(args, kwargs)
+        with warnings.catch_warnings():
+            if self.donate == "all":
+                warnings.filterwarnings("ignore", message=_SILENCED_DONATION)
+            mapped, unmapped, static = pmapped(*inputs)
+        return join_output(mapped, unmapped, *static.value)
+
+    def lower(self, *args: Any, **kwargs: Any) -> "PmapLowered":
+        """Trace and lower for these arguments, without running.
+
+        Returns:
+            A `PmapLowered` with `.as_text()` and `.compile()`; the compiled
+            function is called with arguments like these.
+        """
+        pmapped, inputs = self._prepare(args, kwargs)
+        with warnings.catch_warnings():
+            if self.donate == "all":
+                warnings.filterwarnings("ignore", message=_SILENCED_DONATION)
+            return PmapLowered(pmapped.lower(*inputs), self)
+
+    def _prepare(
+        self, args: tuple, kwargs: dict
+    ) -> tuple[Callable[..., Any], tuple[list[Any], Any]]:
+        """The `jax.pmap` object for this call and its inputs: the array
+        leaves of the function and arguments, and a dummy mapped array."""
         check_no_keywords(kwargs, "filter_pmap")
         in_axes = named_in_axes(self.fun, self.in_axes, args)
         arg_leaves = jtu.tree_leaves(args)
@@ -220,14 +286,7 @@ class _PmapWrapper(Module):
             key, array_axes, self.axis_name, self.axis_size, self.donate, self.devices
         )
         # `jax.pmap` needs a mapped input to know the size when nothing else is.
-        dummy = np.zeros((size,), np.int8)
-        with warnings.catch_warnings():
-            if self.donate == "all":
-                warnings.filterwarnings(
-                    "ignore", message="Some donated buffers were not usable"
-                )
-            mapped, unmapped, static = pmapped(arrays, dummy)
-        return join_output(mapped, unmapped, *static.value)
+        return pmapped, (arrays, np.zeros((size,), np.int8))
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         # Used as a method decorator: bind the instance as the first argument.
