@@ -7,7 +7,8 @@ The call path, top to bottom (`_JitWrapper.__call__`):
     leaves, treedef = tree_flatten((args, kwargs))           # C++
     layout = layouts[treedef, tuple(map(type, leaves))]      # where arrays sit
     entry = layout.entries[layout.static_of(leaves)]         # by static values
-    return entry.call(*fun_arrays, *layout.arrays_of(leaves))  # jax.jit, C++
+    out = entry.call(*fun_arrays, *layout.arrays_of(leaves))  # jax.jit, C++
+    return out.plan.unflatten(out.arrays)                    # C++
 
 The wrapped function was split into its arrays (`fun_arrays`) and static part
 when `filter_jit` was applied; `layouts` belong to that static part, shared
@@ -15,9 +16,9 @@ by every `filter_jit` of an equal function (`_jit_cache.py` says what each
 level is keyed on). Each entry is a `jax.jit` of a function of the array
 leaves only, whose output treedef carries the non-array outputs
 (`_jit_trace.py`), so JAX's own C++ dispatch checks shapes, dtypes and config
-contexts, retraces by itself, and rebuilds the output. Everything else
-(static checks, donation, retrace explanations) happens on a miss or while
-tracing. `lower`/`compile` are in `_jit_aot.py`.
+contexts and retraces by itself; the plan it returns rebuilds the output.
+Everything else (static checks, donation, retrace explanations) happens on a
+miss or while tracing. `lower`/`compile` are in `_jit_aot.py`.
 """
 
 import types
@@ -117,9 +118,10 @@ class _JitWrapper(Generic[_P, _T]):
                 self._split, treedef, leaves, (self._fun, args, kwargs)
             )
         try:
-            return entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
+            out = entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
         except jax.errors.JaxRuntimeError as error:
             raise as_runtime_error(error) from None
+        return out.plan.unflatten(out.arrays)
 
     def lower(self, /, *args: _P.args, **kwargs: _P.kwargs) -> Lowered:
         """Trace and lower for these arguments, without running.

@@ -5,9 +5,8 @@ gives a `Compiled`.
 Both wrap JAX's own stages of the entry's `jax.jit` object. A `Compiled` is
 called with the same kind of arguments as the `filter_jit` function and
 checks first that they match the ones it was lowered for (structure, static
-values, shapes and dtypes), saying what differs if not; JAX's compiled object
-rebuilds the output itself, non-array leaves included (they are in its output
-treedef).
+values, shapes and dtypes), saying what differs if not; the plan in JAX's
+output treedef rebuilds the output, non-array leaves included.
 """
 
 import warnings
@@ -138,6 +137,7 @@ class Compiled:
             )
         leaves = jax.tree_util.tree_leaves(tree)
         kinds = record.kinds
-        return self._compiled(
+        out = self._compiled(
             *[leaf for leaf, k in zip(leaves, kinds, strict=True) if k is ARRAY]
         )
+        return out.unflatten()

@@ -1,19 +1,19 @@
 """What `filter_jit` hands to `jax.jit`: a function of the array leaves only,
-which rebuilds the call, runs it, and returns its output in a form whose
-treedef carries everything that is not an array.
+which rebuilds the call, runs it, and returns its output as a `Planned`: the
+output arrays as children, and as node data a plan that rebuilds the output
+from them (the output treedef, with every non-array leaf held as node data of
+a leafless `Baked` node).
 
 That is what keeps the non-array outputs right: they are node data of the
 output treedef, which `jax.jit` stores with each trace in its own cache, keyed
 on everything JAX keys on (shapes, dtypes, weak types, shardings and the
 config contexts: x64, matmul precision, default device, ...). No table of
 pytreemod's holds them, so none can hand back what a fresh trace would not.
-JAX's unflatten of the output (C++) gives the user's output directly:
 
-- an output whose nodes accept any children: each non-array leaf becomes a
-  leafless `Baked` node whose unflatten returns the value itself;
-- otherwise (a node that validates its children): one `Rebuild` node, whose
-  children are the output arrays and whose node data is the output treedef
-  and non-array leaves; its unflatten puts them together.
+Why a `Planned` and not the output itself: JAX's C++ dispatch (the fast
+path) is used only when the re-flattened output is all arrays, so the
+non-array values must stay inside a node that flattens to none of them.
+`Planned.unflatten` rebuilds the user's output (`filter_jit` calls it).
 """
 
 import warnings
@@ -25,7 +25,7 @@ import jax
 from ._retrace import TraceHistory, TraceRecord
 from ._static import ARRAY, kinds_of, merge_leaves
 
-__all__ = ["OWNER", "SILENCED_DONATION", "bake", "make_traced", "quietly"]
+__all__ = ["OWNER", "SILENCED_DONATION", "Planned", "bake", "make_traced", "quietly"]
 
 SILENCED_DONATION = "Some donated buffers were not usable"
 
@@ -57,44 +57,57 @@ jax.tree_util.register_pytree_node(
 )
 
 
-class Rebuild:
-    """An output whose nodes reject placeholder children: the output arrays
-    as children, the treedef and non-array leaves as node data."""
+class _SlowPlan:
+    """Rebuilds an output whose nodes reject placeholder children: the output
+    treedef and its non-array leaves, merged with the arrays per call."""
+
+    __slots__ = ("treedef", "kinds", "static")
+
+    def __init__(self, treedef: Any, kinds: tuple[Any, ...], static: tuple[Any, ...]):
+        self.treedef = treedef
+        self.kinds = kinds
+        self.static = static
+
+    def unflatten(self, arrays: Any) -> Any:
+        return self.treedef.unflatten(merge_leaves(self.kinds, self.static, arrays))
+
+
+class Planned:
+    """A traced function's output arrays and the plan that rebuilds the
+    output from them; `unflatten()` gives the output."""
 
     __slots__ = ("arrays", "plan")
 
-    def __init__(self, arrays: list[Any], plan: tuple[Any, Any, Any]):
+    def __init__(self, arrays: Any, plan: Any):
         self.arrays = arrays
         self.plan = plan
 
-
-def _rebuilt(plan: tuple[Any, Any, Any], arrays: Any) -> Any:
-    treedef, kinds, static = plan
-    return treedef.unflatten(merge_leaves(kinds, static, tuple(arrays)))
+    def unflatten(self) -> Any:
+        return self.plan.unflatten(self.arrays)
 
 
 jax.tree_util.register_pytree_node(
-    Rebuild, lambda rebuild: (rebuild.arrays, rebuild.plan), _rebuilt
+    Planned,
+    lambda planned: (planned.arrays, planned.plan),
+    lambda plan, arrays: Planned(arrays, plan),
 )
 
 
-def bake(out: Any) -> Any:
-    """`out` with its non-array leaves moved into the treedef."""
+def bake(out: Any) -> Planned:
+    """Split `out` into its arrays and a plan that rebuilds it."""
     leaves, treedef = jax.tree_util.tree_flatten(out)
     kinds, _ = kinds_of(leaves)
     if all(kind is ARRAY for kind in kinds):
-        return out
-    baked = [
-        leaf if kind is ARRAY else Baked(leaf)
-        for leaf, kind in zip(leaves, kinds, strict=True)
-    ]
+        return Planned(leaves, treedef)
+    pairs = list(zip(leaves, kinds, strict=True))
+    arrays = [leaf for leaf, kind in pairs if kind is ARRAY]
+    baked = [leaf if kind is ARRAY else Baked(leaf) for leaf, kind in pairs]
     try:
-        return treedef.unflatten(baked)
+        plan: Any = jax.tree_util.tree_structure(treedef.unflatten(baked))
     except Exception:  # a node that rejects placeholder children
-        pairs = list(zip(leaves, kinds, strict=True))
-        arrays = [leaf for leaf, kind in pairs if kind is ARRAY]
         static = tuple(leaf for leaf, kind in pairs if kind is not ARRAY)
-        return Rebuild(arrays, (treedef, kinds, static))
+        plan = _SlowPlan(treedef, kinds, static)
+    return Planned(arrays, plan)
 
 
 def make_traced(
@@ -124,7 +137,7 @@ def make_traced(
         fun = fun_def.unflatten(fun_leaves)
         args, kwargs = treedef.unflatten(merge_leaves(kinds, static, arrays[num_fun:]))
         if jax.config.jax_disable_jit:  # called directly, on every call
-            return fun(*args, **kwargs)
+            return bake(fun(*args, **kwargs))
         tree = (fun, args, kwargs)
         record = TraceRecord(
             jax.tree_util.tree_structure(tree),
