@@ -306,3 +306,31 @@ def test_cached_results_equal_a_fresh_filter_jits(calls):
             out = _call(cached[name], kwargs, style)
             fresh = _call(eqx.filter_jit(fresh_copy(fn)), kwargs, "positional")
         _same(out, fresh)
+
+
+# --- JAX's C++ dispatch stays on ------------------------------------------------
+
+
+def test_calls_with_non_array_outputs_stay_on_jaxs_cpp_dispatch(monkeypatch):
+    # JAX's C++ fast path is used only when the re-flattened output is all
+    # arrays; a non-array output leaf in it sends every call through JAX's
+    # Python dispatch (`ExecuteReplicated.__call__`), several times slower.
+    from jax._src.interpreters import pxla
+
+    f = eqx.filter_jit(lambda model, x: (model, model(x), "done"))
+    model = Affine(jnp.ones(3), jnp.zeros(3))
+    f(model, X)  # compiles; the next calls take the fast path
+    f(model, X)
+    calls = []
+    original = pxla.ExecuteReplicated.__call__
+
+    def counting(self, *args):
+        calls.append(None)
+        return original(self, *args)
+
+    monkeypatch.setattr(pxla.ExecuteReplicated, "__call__", counting)
+    for _ in range(3):
+        out_model, y, tag = f(model, X)
+    assert tag == "done" and out_model.name == "affine"
+    assert y.tolist() == X.tolist()
+    assert calls == []
