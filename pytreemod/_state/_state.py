@@ -43,9 +43,10 @@ or add the new layer's initial value to a fresh State with
 `pytreemod.nn.State(model)` before calling `delete_init_state`."""
 
 _DELETED_INIT_ERROR = """\
-`State(model)` found a StateIndex (key {key!r}) whose initial value was
-already moved out by `make_with_state` / `delete_init_state`. A State can be
-built only from a model that still holds its initial values. Keep the State
+Do not call `eqx.nn.State(model)` directly. `State(model)` found a StateIndex
+(key {key!r}) whose initial value was already moved out by `make_with_state` /
+`delete_init_state`. A State can be built only from a model that still holds
+its initial values. Keep the State
 that `make_with_state` returned, or build the model again:
     model, state = pytreemod.nn.make_with_state(Model)(...)"""
 
@@ -222,8 +223,9 @@ class State:
 
     def _position(self, index: Any) -> int:
         if not isinstance(index, StateIndex):
-            raise TypeError(
-                "A State is indexed by `pytreemod.nn.StateIndex` objects; got "
+            raise ValueError(
+                "Can only use `eqx.nn.StateIndex`s as state keys. A State is "
+                "indexed by `pytreemod.nn.StateIndex` objects; got "
                 f"{type(index).__name__}."
             )
         layout = self._layout
@@ -353,16 +355,19 @@ class State:
         """
         values = self._live_values()
         if not isinstance(substate, State):
-            raise TypeError(
-                "`state.update(substate)` takes a `State` (e.g. from "
-                f"`state.substate(submodel)`); got {type(substate).__name__}."
+            raise ValueError(
+                "Can only use `eqx.nn.State`s in `update`. `state.update(substate)` "
+                "takes a `State` (e.g. from `state.substate(submodel)`); got "
+                f"{type(substate).__name__}."
             )
         sub_values = substate._live_values()
         positions = self._layout.positions
         unknown = [key for key in substate._layout.keys if key not in positions]
         if unknown:
             raise ValueError(
-                "`state.update(substate)` got a substate holding keys this State "
+                "Cannot call `state1.update(state2)` unless `state2` is a substate "
+                "of `state1`. `state.update(substate)` got a substate holding keys "
+                "this State "
                 f"does not: {', '.join(repr(k) for k in unknown)}. This State "
                 f"holds {_held(self._layout)}. Update a State only with a "
                 "substate taken from it (`state.substate(part_of_model)`)."
