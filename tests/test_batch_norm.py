@@ -208,3 +208,17 @@ def test_equinox_signature_and_state_layout():
         "batch",
     )
     assert bn.ema_state_index is None and bn.batch_counter is not None
+
+
+def test_batch_mode_counter_is_weakly_typed_and_stays_so():
+    # As in Equinox: the step counter starts as `jnp.array(0)` (weakly typed
+    # int), so States of the two line up leaf for leaf, type for type.
+    bn, state = make_with_state(BatchNorm)(2, "batch", mode="batch")
+    counter = state.get(bn.batch_counter)
+    assert counter.dtype == jnp.int32 and jax.typeof(counter).weak_type
+    x = jnp.arange(6.0).reshape(3, 2)
+    _, state = jax.vmap(bn, in_axes=(0, None), out_axes=(0, None), axis_name="batch")(
+        x, state
+    )
+    counter = state.get(bn.batch_counter)
+    assert counter.item() == 1 and jax.typeof(counter).weak_type

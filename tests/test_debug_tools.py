@@ -122,6 +122,43 @@ def test_backward_nan_raises_on_a_nan_cotangent(wrap, capsys):
     assert "cotangents=Array([0.5, nan], dtype=float32)" in capsys.readouterr().out
 
 
+@eqx.filter_custom_vjp
+def _nan_gradient(x):
+    return x
+
+
+@_nan_gradient.def_fwd
+def _nan_gradient_fwd(perturbed, x):
+    return x, None
+
+
+@_nan_gradient.def_bwd
+def _nan_gradient_bwd(residuals, grad_x, perturbed, x):
+    return jnp.nan  # a Python float, which JAX accepts as a cotangent
+
+
+@pytest.mark.parametrize("terminate", [False, True])
+def test_backward_nan_sees_a_python_scalar_cotangent_as_an_array(terminate, capsys):
+    # A backward rule after the probe returned a Python float: it used to be
+    # printed as `nan` (not an array) and slip past the NaN check.
+    @eqx.filter_jit
+    @jax.grad
+    def grad(x):
+        probed = eqx.debug.backward_nan(x, name="p", terminate=terminate)
+        return _nan_gradient(probed)
+
+    if terminate:
+        message = r"\nEncountered NaN\. `backward_nan"
+        with pytest.raises(eqx.EquinoxRuntimeError, match=message):
+            grad(jnp.array(1.0))
+    else:
+        assert jnp.isnan(grad(jnp.array(1.0)))
+    jax.effects_barrier()
+    out = capsys.readouterr().out
+    assert out.startswith("p:\n   primals=Array(1., dtype=float32)\n")
+    assert "cotangents=Array(nan, dtype=float32" in out
+
+
 def test_backward_nan_without_terminate_only_reports(capsys):
     def loss(x):
         return jnp.sum(jnp.sqrt(eqx.debug.backward_nan(x, terminate=False)))

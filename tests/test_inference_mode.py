@@ -79,3 +79,24 @@ def test_changes_what_a_layer_does():
 
 def test_leaves_without_flags_alone():
     assert inference_mode([1, "a", None]) == [1, "a", None]
+
+
+def test_tree_inference_is_inference_mode_without_a_warning():
+    # Equinox keeps `equinox.tree_inference` as a plain alias of
+    # `nn.inference_mode`, with no warning; code run with warnings as errors
+    # (as this suite is) must keep working.
+    model = _model()
+    flags = [
+        leaf.inference
+        for leaf in jax.tree_util.tree_leaves(
+            pytreemod.tree_inference(model, True),
+            is_leaf=lambda x: hasattr(x, "inference"),
+        )
+        if hasattr(leaf, "inference")
+    ]
+    assert flags and all(flags)
+    back = pytreemod.tree_inference(pytreemod.tree_inference(model), value=False)
+    assert pytreemod.tree_equal(back, inference_mode(model, value=False))
+    assert pytreemod.tree_equal(
+        pytreemod.tree_inference(model), inference_mode(model, True)
+    )

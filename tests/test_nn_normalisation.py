@@ -256,3 +256,14 @@ def test_bad_input_shape(norm, shape, match):
 def test_group_norm_bad_construction(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ptm.nn.GroupNorm(*args, **kwargs)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_elementwise_affine_is_the_deprecated_name_of_both_flags(affine):
+    # Equinox still accepts `elementwise_affine=`; code written for it must run.
+    with pytest.warns(
+        DeprecationWarning, match="elementwise_affine=.... is deprecated"
+    ):
+        norm = ptm.nn.LayerNorm(3, elementwise_affine=affine)
+    assert (norm.use_weight, norm.use_bias) == (affine, affine)
+    assert len(jax.tree_util.tree_leaves(norm)) == (2 if affine else 0)

@@ -1,6 +1,7 @@
 """`nn.Pool`, `nn.MaxPool1d`-`3d`, `nn.AvgPool1d`-`3d`, `nn.AdaptivePool` and
 `nn.AdaptiveAvgPool1d`-`3d` / `nn.AdaptiveMaxPool1d`-`3d`."""
 
+import io
 import math
 
 import jax
@@ -103,7 +104,7 @@ def test_integer_inputs():
 
 def test_pools_hold_no_arrays_and_print_readably():
     pool = eqx.nn.MaxPool2d(2, stride=2)
-    assert jax.tree_util.tree_leaves(pool) == []
+    assert jax.tree_util.tree_leaves(eqx.filter(pool, eqx.is_array)) == []
     text = repr(pool)
     assert text.startswith("MaxPool2d(")
     assert "kernel_size=(2, 2)" in text and "stride=(2, 2)" in text
@@ -212,7 +213,38 @@ def test_generic_adaptive_pool_with_a_custom_reduction():
     x = jnp.arange(6.0).reshape(1, 3, 2)
     # rows {0, 1} and {2}, then all columns
     np.testing.assert_array_equal(pool(x), [[[6.0], [9.0]]])
-    assert jax.tree_util.tree_leaves(pool) == []
+    assert jax.tree_util.tree_leaves(pool) == [jnp.sum]
+
+
+@pytest.mark.parametrize(
+    "pool, leaves",
+    [
+        (eqx.nn.MaxPool2d(2), [("init", -math.inf), ("operation", jax.lax.max)]),
+        (eqx.nn.AvgPool1d(3), [("init", 0), ("operation", jax.lax.add)]),
+        (eqx.nn.AdaptiveMaxPool1d(2), [("operation", jnp.max)]),
+        (eqx.nn.AdaptiveAvgPool3d(2), [("operation", jnp.mean)]),
+    ],
+)
+def test_pool_leaves_are_init_and_operation(pool, leaves):
+    # As in Equinox, `init` and `operation` are (non-array) leaves, not static:
+    # `tree_serialise_leaves` writes `init` (a Python number), so a file of a
+    # model with pools lines up leaf for leaf with Equinox's. They used to be
+    # static fields, and such files did not load.
+    path_leaves = jax.tree_util.tree_flatten_with_path(pool)[0]
+    assert [(path[0].name, leaf) for path, leaf in path_leaves] == leaves
+    seen = []
+    eqx.tree_serialise_leaves(
+        io.BytesIO(), pool, filter_spec=lambda f, x: seen.append(x)
+    )
+    assert seen == [leaf for _, leaf in leaves]
+
+
+def test_pool_leaves_stay_static_under_filtered_transforms():
+    pool = eqx.nn.MaxPool1d(2, stride=2)
+    x = jnp.array([[1.0, 3.0, 2.0, 0.0]])
+    grads = eqx.filter_grad(lambda p, x: p(x).sum())(pool, x)
+    assert jax.tree_util.tree_leaves(grads) == []
+    assert eqx.filter_jit(lambda p, x: p(x))(pool, x).tolist() == [[3.0, 2.0]]
 
 
 def test_adaptive_avg_pool_equals_avg_pool_when_the_size_divides():

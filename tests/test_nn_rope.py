@@ -140,3 +140,10 @@ def test_embedding_size_must_be_even_and_non_negative(size):
 def test_bad_input_shapes_name_the_layer_and_both_shapes(shape, match):
     with pytest.raises(ValueError, match=match):
         eqx.nn.RotaryPositionalEmbedding(4)(jnp.ones(shape))
+
+
+def test_default_dtype_is_the_jnp_scalar_type():
+    # Equinox keeps `jnp.float32` itself (not `np.dtype("float32")`) in the
+    # static `dtype` field; a treedef or repr comparison sees the difference.
+    rope = eqx.nn.RotaryPositionalEmbedding(4)
+    assert rope.dtype is jnp.float32

@@ -95,9 +95,9 @@ class StateIndex(Module, Generic[_Value]):
         >>> model, state = pytreemod.nn.make_with_state(Counter)()
         >>> model.index.marker
         'Counter.index'
-        >>> y, state = model(jnp.array(10), state)
+        >>> y, state = model(jnp.array(10.0, dtype=jnp.float32), state)
         >>> y, state.get(model.index)
-        (Array(10, dtype=int32), Array(1, dtype=int32))
+        (Array(10., dtype=float32), Array(1, dtype=int32, weak_type=True))
     """
 
     # A unique `_Unkeyed` object until `make_with_state` replaces it with a

@@ -112,10 +112,10 @@ def make_with_state(make_model: Callable[_P, _T]) -> Callable[_P, tuple[_T, Stat
         >>> model, state = pytreemod.nn.make_with_state(Counter)(5)
         >>> state
         State(
-          'Counter.index': i32[],
+          'Counter.index': weak_i32[],
         )
         >>> state.get(model.index)
-        Array(5, dtype=int32)
+        Array(5, dtype=int32, weak_type=True)
     """
 
     def make(*args: _P.args, **kwargs: _P.kwargs) -> tuple[_T, State]:

@@ -24,8 +24,9 @@ from ._index import StateIndex, is_init_deleted, is_state_index
 _Value = TypeVar("_Value")
 
 STALE_STATE_ERROR = """\
-This State was already used: `state.set(...)` (or `state.update(...)`)
-returned a new State and invalidated this one. Probably you wrote
+Attempted to use old state. This State was already used: `state.set(...)`
+(or `state.update(...)`) returned a new State and invalidated this one.
+Probably you wrote
     x, state2 = layer(x, state1)
     x, state3 = layer(x, state1)   # reuses state1
 Pass state2 on instead. To keep an old State on purpose, copy it first
@@ -42,19 +43,27 @@ or add the new layer's initial value to a fresh State with
 `pytreemod.nn.State(model)` before calling `delete_init_state`."""
 
 _DELETED_INIT_ERROR = """\
-`State(model)` found a StateIndex (key {key!r}) whose initial value was
-already moved out by `make_with_state` / `delete_init_state`. A State can be
-built only from a model that still holds its initial values. Keep the State
+Do not call `eqx.nn.State(model)` directly. `State(model)` found a StateIndex
+(key {key!r}) whose initial value was already moved out by `make_with_state` /
+`delete_init_state`. A State can be built only from a model that still holds
+its initial values. Keep the State
 that `make_with_state` returned, or build the model again:
     model, state = pytreemod.nn.make_with_state(Model)(...)"""
 
 _MISMATCH_ERROR = """\
-`state.set(index, value)` for the key {key!r} got a value of another
-structure, shape or dtype than the one the State holds. A State's values keep
-their structure, shapes and dtypes, so that a jitted step never retraces.
+Old and new values have different structures/shapes/dtypes. A State's values
+keep their structure, shapes, dtypes and weak types, so that a jitted step
+never retraces; the new value for this key differs from the held one.
+  key:  {key!r}
   held: {old}
   new:  {new}
-Cast or reshape the new value to match (e.g. `value.astype(old.dtype)`)."""
+Cast or reshape the new value to match (e.g. `value.astype(old.dtype)`).{weak}"""
+
+_WEAK_HINT = """
+The held value is weakly typed (`weak_`: it was made from a Python scalar, as
+`jnp.array(0)` is) and the new one is not. Either make the initial value
+strongly typed, e.g. `StateIndex(jnp.array(0, dtype=jnp.int32))`, or keep the
+new value weakly typed (compute it from the old one and Python scalars)."""
 
 
 class _Layout:
@@ -82,20 +91,19 @@ class _Layout:
         return f"State keys {list(self.keys)!r}"
 
 
-def _as_state_array(x: Any) -> Any:
-    """`x` as a JAX array with a concrete (not weak) dtype. Weak types are
-    dropped so that a value set from a Python scalar does not change the jit
-    cache key of the next step."""
-    x = jnp.asarray(x)
-    if jax.typeof(x).weak_type:
-        x = lax.convert_element_type(x, x.dtype)
-    return x
+def _is_weak(x: Any) -> bool:
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return bool(x.weak_type)
+    return bool(getattr(jax.typeof(x), "weak_type", False))
 
 
 def _struct(value: Any) -> Any:
-    return jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), value
-    )
+    def struct(x: Any) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(
+            jnp.shape(x), jnp.result_type(x), weak_type=_is_weak(x)
+        )
+
+    return jax.tree_util.tree_map(struct, value)
 
 
 def _describe(value: Any) -> str:
@@ -103,21 +111,41 @@ def _describe(value: Any) -> str:
 
 
 def _conform(key: Any, old: Any, new: Any) -> Any:
-    """Check that `new` has the structure, shapes and dtypes of `old`, and
-    return it with array leaves of concrete dtype."""
+    """Check that `new` has the structure, shapes, dtypes and weak types of
+    `old` (the held value), and return it with array leaves.
+
+    The weak type is part of the value's type, as in Equinox: it is in the jit
+    cache key, and it decides promotion (`x + value` with a weakly typed int
+    `value` stays `x`'s dtype, even under strict promotion). One leniency: a
+    weakly typed new leaf (a Python scalar, `value + 1` of a weak value) is
+    accepted where the held leaf is strongly typed of the same dtype, and
+    stored strongly typed, which changes neither its value nor the cache key.
+    The other way round (strong into weak) would change how later arithmetic
+    promotes, so it is an error."""
     old_leaves, old_def = jax.tree_util.tree_flatten(old)
     new_leaves, new_def = jax.tree_util.tree_flatten(new)
+    weak_mismatch = False
     if old_def == new_def:
         out = []
         for o, n in zip(old_leaves, new_leaves, strict=True):
             n = jnp.asarray(n)
             if n.shape != jnp.shape(o) or n.dtype != jnp.result_type(o):
                 break
-            out.append(_as_state_array(n))
+            if _is_weak(n) != _is_weak(o):
+                if _is_weak(o):
+                    weak_mismatch = True
+                    break
+                n = lax.convert_element_type(n, n.dtype)
+            out.append(n)
         else:
             return new_def.unflatten(out)
     raise ValueError(
-        _MISMATCH_ERROR.format(key=key, old=_describe(old), new=_describe(new))
+        _MISMATCH_ERROR.format(
+            key=key,
+            old=_describe(old),
+            new=_describe(new),
+            weak=_WEAK_HINT if weak_mismatch else "",
+        )
     )
 
 
@@ -176,7 +204,7 @@ class State:
                 raise ValueError(_DELETED_INIT_ERROR.format(key=leaf.marker))
             seen.add(leaf.marker)
             keys.append(leaf.marker)
-            values.append(jax.tree_util.tree_map(_as_state_array, leaf.init))
+            values.append(jax.tree_util.tree_map(jnp.asarray, leaf.init))
         self._layout = _Layout(tuple(keys))
         self._values = tuple(values)
 
@@ -195,8 +223,9 @@ class State:
 
     def _position(self, index: Any) -> int:
         if not isinstance(index, StateIndex):
-            raise TypeError(
-                "A State is indexed by `pytreemod.nn.StateIndex` objects; got "
+            raise ValueError(
+                "Can only use `eqx.nn.StateIndex`s as state keys. A State is "
+                "indexed by `pytreemod.nn.StateIndex` objects; got "
                 f"{type(index).__name__}."
             )
         layout = self._layout
@@ -252,7 +281,7 @@ class State:
         Example:
             >>> import jax.numpy as jnp
             >>> import pytreemod
-            >>> index = pytreemod.nn.StateIndex(jnp.array(0.0))
+            >>> index = pytreemod.nn.StateIndex(jnp.zeros(()))
             >>> state = pytreemod.nn.State(index)
             >>> state = state.set(index, jnp.array(2.0))
             >>> state.get(index)
@@ -326,16 +355,19 @@ class State:
         """
         values = self._live_values()
         if not isinstance(substate, State):
-            raise TypeError(
-                "`state.update(substate)` takes a `State` (e.g. from "
-                f"`state.substate(submodel)`); got {type(substate).__name__}."
+            raise ValueError(
+                "Can only use `eqx.nn.State`s in `update`. `state.update(substate)` "
+                "takes a `State` (e.g. from `state.substate(submodel)`); got "
+                f"{type(substate).__name__}."
             )
         sub_values = substate._live_values()
         positions = self._layout.positions
         unknown = [key for key in substate._layout.keys if key not in positions]
         if unknown:
             raise ValueError(
-                "`state.update(substate)` got a substate holding keys this State "
+                "Cannot call `state1.update(state2)` unless `state2` is a substate "
+                "of `state1`. `state.update(substate)` got a substate holding keys "
+                "this State "
                 f"does not: {', '.join(repr(k) for k in unknown)}. This State "
                 f"holds {_held(self._layout)}. Update a State only with a "
                 "substate taken from it (`state.substate(part_of_model)`)."

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from .._errors._error_if import error_if
-from .._module._is_array import is_array, is_inexact_array
+from .._module._is_array import is_array, is_array_like, is_inexact_array
 from .._module._pformat import tree_pformat
 from .._transform._custom_vjp import filter_custom_vjp
 from .._transform._filters import combine, partition
@@ -25,7 +25,8 @@ __all__ = ["backward_nan"]
 _T = TypeVar("_T")
 
 _FOUND_NAN = (
-    "`backward_nan{where}` received a cotangent holding NaN: the NaN arises in "
+    "Encountered NaN. `backward_nan{where}` received a cotangent holding NaN: "
+    "the NaN arises in "
     "the backward pass of what comes after this point (the printout above "
     "shows the primals and cotangents). Move `backward_nan` further along the "
     "computation to narrow down where it first appears."
@@ -56,9 +57,17 @@ def _identity_fwd(perturbed, x, name, terminate):
     return x, None
 
 
+def _as_array(leaf: Any) -> Any:
+    return jnp.asarray(leaf) if is_array_like(leaf) else leaf
+
+
 @_identity.def_bwd
 def _identity_bwd(residuals, grad_x, perturbed, x, name, terminate):
     del residuals, perturbed
+    # A backward rule further along may hand back a Python scalar as the
+    # cotangent (`return jnp.nan` in a custom VJP): JAX takes it as an array,
+    # so print it, and check it for NaN, as one.
+    grad_x = jtu.tree_map(_as_array, grad_x)
     arrays, rest = partition((x, grad_x), is_array)
     jax.debug.callback(
         functools.partial(_print_on_host, name, rest), arrays, ordered=True

@@ -55,7 +55,9 @@ class AdaptivePool(Module):
     """
 
     target_shape: tuple[int, ...] = field(static=True)
-    operation: Callable[[jax.Array], jax.Array] = field(static=True)
+    # A (non-array) pytree leaf, as in Equinox, so that leaves and key paths
+    # line up with Equinox's.
+    operation: Callable[[jax.Array], jax.Array]
 
     def __init__(
         self,

@@ -139,7 +139,8 @@ class BatchNorm(StatefulLayer):
                 (jnp.zeros(size, dtype), jnp.ones(size, dtype))
             )
         else:
-            self.batch_counter = StateIndex(jnp.array(0, jnp.int32))
+            # Weakly typed, as in Equinox (`steps + 1` keeps it so).
+            self.batch_counter = StateIndex(jnp.array(0))
             self.batch_state_index = StateIndex(
                 (jnp.zeros(size, dtype), jnp.zeros(size, dtype))
             )

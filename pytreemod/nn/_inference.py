@@ -61,3 +61,26 @@ def inference_mode(pytree: _T, value: bool = True) -> _T:
         [False, False]
     """
     return _set_flags(pytree, value)
+
+
+def tree_inference(pytree: _T, value: bool = True) -> _T:
+    """Old name of `pytreemod.nn.inference_mode`, kept because Equinox still
+    has it as `equinox.tree_inference`: prefer `pytreemod.nn.inference_mode`.
+
+    It does exactly what `inference_mode` does. Like Equinox's, it does not
+    warn: code that runs with warnings as errors keeps running.
+
+    Args:
+        pytree: the model (any pytree).
+        value: `True` for inference (evaluation), `False` for training.
+
+    Returns:
+        The model with every `inference` flag set to `value`.
+
+    Example:
+        >>> import pytreemod
+        >>> model = pytreemod.tree_inference([pytreemod.nn.Dropout(0.5)], True)
+        >>> model[0].inference
+        True
+    """
+    return _set_flags(pytree, value)

@@ -14,8 +14,11 @@ import jax.random as jr
 
 
 def default_floating_dtype() -> Any:
-    """`float64` when JAX runs in 64-bit mode (`jax_enable_x64`), else `float32`."""
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
+    """`jnp.float64` when JAX runs in 64-bit mode (`jax_enable_x64`), else
+    `jnp.float32`: the scalar types, as Equinox returns, since layers such as
+    `RotaryPositionalEmbedding` keep it in a static field."""
+    x64 = jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64
+    return jnp.float64 if x64 else jnp.float32
 
 
 def resolve_dtype(dtype: Any) -> Any:

@@ -8,6 +8,7 @@ state.
 """
 
 import abc
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,6 +139,12 @@ class _ElementwiseNorm(_StatelessNorm):
         return out
 
 
+_ELEMENTWISE_AFFINE = (
+    "LayerNorm(elementwise_affine=...) is deprecated in favour of "
+    "LayerNorm(use_weight=...) and LayerNorm(use_bias=...)"
+)
+
+
 class LayerNorm(_ElementwiseNorm):
     """Normalise a whole example to mean 0 and variance 1, then apply an
     elementwise affine map.
@@ -154,6 +161,8 @@ class LayerNorm(_ElementwiseNorm):
         use_bias: whether to learn `bias`.
         dtype: the dtype of `weight` and `bias`; defaults to `float32`
             (`float64` with `jax_enable_x64`).
+        elementwise_affine: the deprecated name, kept as Equinox keeps it,
+            for setting `use_weight` and `use_bias` together (warns).
 
     Example:
         >>> import jax.numpy as jnp
@@ -163,6 +172,21 @@ class LayerNorm(_ElementwiseNorm):
         >>> round(float(y.mean()), 6), round(float(y.std()), 3)
         (0.0, 1.0)
     """
+
+    def __init__(
+        self,
+        shape: int | Sequence[int],
+        eps: float = 1e-5,
+        use_weight: bool = True,
+        use_bias: bool = True,
+        dtype: Any = None,
+        *,
+        elementwise_affine: bool | None = None,
+    ):
+        if elementwise_affine is not None:
+            warnings.warn(_ELEMENTWISE_AFFINE, DeprecationWarning, stacklevel=2)
+            use_weight = use_bias = elementwise_affine
+        super().__init__(shape, eps, use_weight, use_bias, dtype)
 
     def _normalise(self, y: jax.Array) -> jax.Array:
         var = jnp.maximum(jnp.var(y), 0)

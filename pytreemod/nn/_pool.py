@@ -27,6 +27,10 @@ def _init_for(init: Any, dtype: Any) -> np.ndarray:
     It must stay a concrete NumPy value, not a JAX array: `lax.reduce_window`
     recognises a max/add reduction (and so can differentiate it) only when it
     can read the initial value, which it cannot from a traced constant."""
+    if isinstance(init, jax.Array):
+        # Only if `init` was swapped for an array after construction (or the
+        # Pool passed through `jax.jit` as a plain pytree): forward only.
+        return lax.convert_element_type(init, dtype)
     if jnp.issubdtype(dtype, jnp.integer) and isinstance(init, float):
         if math.isinf(init):
             info = jnp.iinfo(dtype)
@@ -63,8 +67,12 @@ class Pool(Module):
         Array([[1., 5., 9.]], dtype=float32)
     """
 
-    init: int | float = field(static=True)
-    operation: Operation = field(static=True)
+    # `init` and `operation` are pytree leaves, as in Equinox (non-array
+    # leaves, so every filtered transform treats them as static): a model's
+    # leaves, key paths and `tree_serialise_leaves` files (which hold `init`,
+    # a Python number) then line up with Equinox's.
+    init: int | float
+    operation: Operation
     num_spatial_dims: int = field(static=True)
     kernel_size: tuple[int, ...] = field(static=True)
     stride: tuple[int, ...] = field(static=True)
@@ -86,8 +94,9 @@ class Pool(Module):
                 "`operation` must be a function of two arrays, e.g. `jax.lax.max`; "
                 f"got {operation!r}."
             )
-        # `init` is configuration, kept static; a concrete 0-d array is turned
-        # into the Python number it holds.
+        # `init` is configuration, not a parameter: a concrete 0-d array is
+        # turned into the Python number it holds, so that no optimiser or
+        # gradient sees it.
         if not isinstance(init, (int, float)):
             try:
                 init = init.item()

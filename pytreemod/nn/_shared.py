@@ -4,18 +4,23 @@ from collections.abc import Callable
 from typing import Any
 
 from .._module._module import Module
+from .._module._pformat import tree_pformat
 from .._module._tree_at import tree_at
 from .._module._tree_equal import tree_equal
 from .._transform._eval_shape import filter_eval_shape
 
-SHARED_MISMATCH = """\
+# The first sentence is Equinox's, on one line (libraries match on it).
+SHARED_MISMATCH = (
+    "Every node being shared together must have the same pytree structure, "
+    "shape+dtype of arrays, etc., as each other."
+    """
 `Shared(pytree, where, get)` ties each node picked by `where` to the value
-`get` returns in its place, so the two must have the same structure, shapes
-and dtypes. Got
+`get` returns in its place. Got
   get(pytree):   {source}
   where(pytree): {dest}
 If one is the transpose of the other, transpose in `get`, e.g.
     get = lambda tree: tree[0].weight.T"""
+)
 
 
 class _SharedNode:
@@ -82,7 +87,12 @@ class Shared(Module):
         source = filter_eval_shape(get, pytree)
         dest = filter_eval_shape(where, pytree)
         if tree_equal(source, dest) is not True:
-            raise ValueError(SHARED_MISMATCH.format(source=source, dest=dest))
+            raise ValueError(
+                SHARED_MISMATCH.format(
+                    source=tree_pformat(source, struct_as_array=True),
+                    dest=tree_pformat(dest, struct_as_array=True),
+                )
+            )
         self.pytree = tree_at(where, pytree, replace_fn=lambda _: _SharedNode())
         self.where = where
         self.get = get

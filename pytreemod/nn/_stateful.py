@@ -27,8 +27,8 @@ class StatefulLayer(Module):
         >>> layer, state = pytreemod.nn.make_with_state(AddCount)()
         >>> layer.is_stateful()
         True
-        >>> y, state = layer(jnp.array(1.0), state)
-        >>> y, state = layer(jnp.array(1.0), state)
+        >>> y, state = layer(jnp.ones(()), state)
+        >>> y, state = layer(jnp.ones(()), state)
         >>> y
         Array(2., dtype=float32)
     """
