@@ -262,10 +262,23 @@ def test_hash_with_unhashable_static_names_field():
 
 def test_hash_names_the_path_of_a_nested_unhashable_value():
     class Outer(Module):
-        inner: list
+        inner: tuple
 
     with pytest.raises(TypeError, match=r"`Outer.inner\[1\].options` holds an"):
-        hash(Outer([Configured(()), Configured({"a": 1})]))
+        hash(Outer((Configured(()), Configured({"a": 1}))))
+
+
+@pytest.mark.parametrize(
+    "value, kind", [([1], "list"), ({"a": 1}, "dict"), ((1, [jnp.ones(2)]), "list")]
+)
+def test_a_list_or_dict_field_makes_a_module_unhashable(value, kind):
+    # As in Equinox (which hashes each field value): a list or dict is
+    # unhashable even where its leaves are hashable or arrays.
+    class Holder(Module):
+        value: object
+
+    with pytest.raises(TypeError, match=rf"^unhashable type: '{kind}'\. .*`Holder"):
+        hash(Holder(value))
 
 
 def test_hash_skips_arrays_and_agrees_with_equality():
