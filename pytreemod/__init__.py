@@ -98,5 +98,6 @@ from ._serialisation._leaves import (
 
 # The public packages on top, imported last: they build on the names above.
 from . import debug as debug, nn as nn
+from ._tree_inference import tree_inference as tree_inference
 
 __version__ = "0.1.0"
