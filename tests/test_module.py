@@ -299,7 +299,8 @@ def test_array_in_static_field_warns_naming_class_and_field():
 
 
 def test_repr_is_short():
-    assert repr(_linear()) == "Linear(weight=f32[2,3], bias=f32[2], size=2)"
+    assert repr(_linear()) == "Linear(weight=f32[2,3], bias=f32[2])"  # size: default
+    assert repr(Linear(jnp.ones((2, 3)), jnp.zeros(2), 3)).endswith("size=3)")
 
 
 def test_callable_module_under_jit():
