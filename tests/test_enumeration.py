@@ -1,5 +1,7 @@
 """`Enumeration`: members that are pytrees, comparison, `where`, `promote`."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -289,3 +291,9 @@ def test_jitted_where_round_trips_members(pred, a, b):
     assert bool(out == expected)
     assert _describe(out) == _describe(expected)
     assert Colour[out] == Colour[expected]
+
+
+def test_signature_of_an_enumeration_is_empty():
+    # As in Equinox; it used to show the metaclass's `(*args, **kwargs)`.
+    assert str(inspect.signature(Colour)) == "()"
+    assert str(inspect.signature(MoreResult)) == "()"

@@ -262,10 +262,23 @@ def test_hash_with_unhashable_static_names_field():
 
 def test_hash_names_the_path_of_a_nested_unhashable_value():
     class Outer(Module):
-        inner: list
+        inner: tuple
 
     with pytest.raises(TypeError, match=r"`Outer.inner\[1\].options` holds an"):
-        hash(Outer([Configured(()), Configured({"a": 1})]))
+        hash(Outer((Configured(()), Configured({"a": 1}))))
+
+
+@pytest.mark.parametrize(
+    "value, kind", [([1], "list"), ({"a": 1}, "dict"), ((1, [jnp.ones(2)]), "list")]
+)
+def test_a_list_or_dict_field_makes_a_module_unhashable(value, kind):
+    # As in Equinox (which hashes each field value): a list or dict is
+    # unhashable even where its leaves are hashable or arrays.
+    class Holder(Module):
+        value: object
+
+    with pytest.raises(TypeError, match=rf"^unhashable type: '{kind}'\. .*`Holder"):
+        hash(Holder(value))
 
 
 def test_hash_skips_arrays_and_agrees_with_equality():
@@ -286,7 +299,8 @@ def test_array_in_static_field_warns_naming_class_and_field():
 
 
 def test_repr_is_short():
-    assert repr(_linear()) == "Linear(weight=f32[2,3], bias=f32[2], size=2)"
+    assert repr(_linear()) == "Linear(weight=f32[2,3], bias=f32[2])"  # size: default
+    assert repr(Linear(jnp.ones((2, 3)), jnp.zeros(2), 3)).endswith("size=3)")
 
 
 def test_callable_module_under_jit():

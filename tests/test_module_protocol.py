@@ -147,6 +147,16 @@ def test_signature_is_the_init_signature():
     assert list(inspect.signature(Custom).parameters) == ["size", "key"]
 
 
+def test_signature_of_a_callable_instance_is_its_call_signature():
+    class Layer(Module):
+        scale: float = 1.0
+
+        def __call__(self, x: int, *, key: Any = None) -> int:
+            return x
+
+    assert str(inspect.signature(Layer())) == "(x: int, *, key: Any = None) -> int"
+
+
 def test_generated_init_inherits_the_overridden_docstring():
     class Parent(Module):
         pass

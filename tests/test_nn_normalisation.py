@@ -205,7 +205,7 @@ def test_filter_jit_and_filter_vmap():
 def test_repr_is_readable():
     assert repr(ptm.nn.GroupNorm(2, 4)) == (
         "GroupNorm(\n  groups=2,\n  channels=4,\n  eps=1e-05,\n"
-        "  channelwise_affine=True,\n  weight=f32[4],\n  bias=f32[4],\n)"
+        "  channelwise_affine=True,\n  weight=f32[4],\n  bias=f32[4]\n)"
     )
     assert "weight=f32[2,3]" in repr(ptm.nn.LayerNorm((2, 3)))
     assert repr(ptm.nn.RMSNorm(2)).startswith("RMSNorm(")

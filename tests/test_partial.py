@@ -2,14 +2,25 @@
 
 import dataclasses
 import functools
+import inspect
 import typing
 from typing import Generic
 
 import jax
 import jax.numpy as jnp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pytreemod import Module, Partial, is_array, module_update_wrapper
+from pytreemod import (
+    Module,
+    Partial,
+    field,
+    filter_jit,
+    is_array,
+    module_update_wrapper,
+)
+from pytreemod._module._flatten import WRAPPER_FIELD_NAMES
 
 
 def test_partial_calls_like_functools_partial():
@@ -140,3 +151,111 @@ def test_module_update_wrapper_needs_a_wrapped_property(wrapper, got):
         rf"`{type(wrapper).__name__}\.__wrapped__` is {got}",
     ):
         module_update_wrapper(wrapper, _square)
+
+
+def test_wrapper_attributes_survive_flatten_and_unflatten():
+    # They used to be dropped: the generated unflatten rebuilt only the fields.
+    w = module_update_wrapper(Wrapper(_square))
+    leaves, treedef = jax.tree_util.tree_flatten(w)
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert vars(rebuilt) == vars(w)
+    mapped = jax.tree_util.tree_map(lambda x: x, w)
+    assert (mapped.__name__, mapped.__doc__) == ("_square", "Square x.")
+    assert inspect.signature(mapped) == inspect.signature(_square)
+    # The attributes are part of the structure, as in Equinox.
+    assert treedef != jax.tree_util.tree_structure(Wrapper(_square))
+    assert treedef == jax.tree_util.tree_structure(module_update_wrapper(w))
+    hash(treedef)  # the `__annotations__` dict does not make it unhashable
+
+
+def test_wrapper_attributes_survive_a_transform():
+    class Scale(Module):
+        fn: object
+        factor: jax.Array
+
+        @property
+        def __wrapped__(self):
+            return self.fn
+
+        def __call__(self, x):
+            return self.fn(x) * self.factor
+
+    w = module_update_wrapper(Scale(_square, jnp.array(2.0)))
+    double = filter_jit(
+        lambda m: jax.tree_util.tree_map(lambda a: a * 2 if is_array(a) else a, m)
+    )
+    doubled = double(w)
+    assert doubled.__name__ == "_square"
+    assert float(doubled(jnp.array(3.0))) == 36.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(WRAPPER_FIELD_NAMES), st.text(max_size=3), max_size=5
+    ),
+    st.booleans(),
+)
+def test_wrapper_attributes_round_trip_with_and_without_unset_fields(attrs, unset):
+    class Holder(Module):
+        a: object
+        b: int = field(static=True)
+        c: object = "class default"
+
+        def __init__(self, a, b, set_c):
+            self.a, self.b = a, b
+            if set_c:
+                self.c = 1.0
+
+    holder = Holder(jnp.array(1.0), 2, not unset)
+    vars(holder).update(attrs)
+    leaves, treedef = jax.tree_util.tree_flatten(holder)
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert vars(rebuilt) == vars(holder)
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(holder)[0]]
+    assert len(paths) == len(leaves)
+
+
+def test_wrapper_attributes_may_be_set_in_init():
+    class Named(Module):
+        fn: object
+
+        def __init__(self, fn):
+            self.fn = fn
+            self.__name__ = "named"
+
+    named = Named(_square)
+    assert named.__name__ == "named"
+    assert jax.tree_util.tree_map(lambda x: x, named).__name__ == "named"
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign"):
+        named.__name__ = "other"
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, kind",
+    [((), {"x": [1]}, "dict"), ((), {"x": 1}, "dict"), (([1],), {}, "list")],
+)
+def test_partial_is_unhashable_as_in_equinox(args, kwargs, kind):
+    # Its `keywords` field is a dict, so no Partial is hashable (in Equinox
+    # either); a list among the arguments names its own path.
+    with pytest.raises(TypeError, match=rf"^unhashable type: '{kind}'"):
+        hash(Partial(_square, *args, **kwargs))
+
+
+def test_partial_signature_is_its_call_signature():
+    assert str(inspect.signature(Partial(_square, 1, c=2))) == (
+        "(*args: Any, **kwargs: Any) -> ~_Return"
+    )
+
+
+def test_orig_class_is_set_by_module_setattr_not_by_partial():
+    assert "__setattr__" not in Partial.__dict__
+    p = Partial(max, 1)
+    # As in Equinox: the value is stored (typing ignores the error) but the
+    # assignment still fails, as every assignment to a frozen Module does.
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign"):
+        p.__orig_class__ = Partial[str]
+    assert p.__orig_class__ == Partial[str]
+    assert jax.tree_util.tree_structure(p) == jax.tree_util.tree_structure(
+        Partial(max, 1)
+    )

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable
+from typing import Any, List, Optional  # noqa: UP035 - printing these
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +42,10 @@ MLP_AT_80 = """\
 MLP(
   layers=(
     Linear(weight=f32[4,2], bias=f32[4], in_features=2, out_features=4),
-    Linear(weight=f32[3,4], bias=f32[3], in_features=4, out_features=3),
+    Linear(weight=f32[3,4], bias=f32[3], in_features=4, out_features=3)
   ),
   activation=<function relu>,
-  depth=2,
+  depth=2
 )"""
 
 MLP_AT_20 = """\
@@ -54,22 +55,23 @@ MLP(
       weight=f32[4,2],
       bias=f32[4],
       in_features=2,
-      out_features=4,
+      out_features=4
     ),
     Linear(
       weight=f32[3,4],
       bias=f32[3],
       in_features=4,
-      out_features=3,
-    ),
+      out_features=3
+    )
   ),
   activation=<function relu>,
-  depth=2,
+  depth=2
 )"""
 
 
 # Between "all on one line" and "one child per line", a group whose children
-# fit together on one indented line puts them there (as Equinox does).
+# fit together on one indented line puts them there (as Equinox does). As in
+# Equinox, the last child of a split group has no comma after it.
 MLP_AT_70 = """\
 MLP(
   layers=(
@@ -78,10 +80,10 @@ MLP(
     ),
     Linear(
       weight=f32[3,4], bias=f32[3], in_features=4, out_features=3
-    ),
+    )
   ),
   activation=<function relu>,
-  depth=2,
+  depth=2
 )"""
 
 
@@ -98,7 +100,7 @@ def test_module_repr_is_tree_pformat():
 
 def test_indent():
     out = tree_pformat({"a": [1, 2]}, width=8, indent=4)
-    assert out == "{\n    'a': [\n        1,\n        2,\n    ],\n}"
+    assert out == "{\n    'a': [\n        1,\n        2\n    ]\n}"
 
 
 def test_lines_fit_the_width_where_they_can():
@@ -112,7 +114,7 @@ def test_lines_fit_the_width_where_they_can():
 def test_one_line_when_it_fits_exactly():
     # "[1, 2, 3]" is 9 characters.
     assert tree_pformat([1, 2, 3], width=9) == "[1, 2, 3]"
-    assert tree_pformat([1, 2, 3], width=8) == "[\n  1,\n  2,\n  3,\n]"
+    assert tree_pformat([1, 2, 3], width=8) == "[\n  1,\n  2,\n  3\n]"
 
 
 Point = namedtuple("Point", "x y")
@@ -143,7 +145,8 @@ def _f(x, y=0):
         (jnp.zeros(2, jnp.complex64), "c64[2]"),
         (jnp.zeros(2, jnp.uint8), "u8[2]"),
         (np.zeros((8, 8), np.float32), "f32[8,8](numpy)"),
-        (np.float64(1.0), "f64[](numpy)"),
+        (np.float64(1.0), "np.float64(1.0)"),  # a NumPy scalar by its repr
+        (np.int32(3), "np.int32(3)"),
         (jax.random.key(0), "key<fry>[]"),
         (
             jax.ShapeDtypeStruct((2,), jnp.float32),
@@ -168,8 +171,19 @@ def _f(x, y=0):
         (functools.partial(_f, 1, y=2), "partial(<function _f>, 1, y=2)"),
         (jax.tree_util.Partial(_f, jnp.ones(2)), "Partial(<function _f>, f32[2])"),
         (Partial(_f, 1), "Partial(func=<function _f>, args=(1,), keywords={})"),
-        (Plain, repr(Plain)),
-        (object, "<class 'object'>"),
+        (Plain, f"{__name__}.Plain"),
+        (object, "object"),
+        (type(None), "None"),
+        (jnp.float32, "jax.numpy.float32"),
+        (Any, "Any"),
+        (int | None, "int | None"),
+        (Optional[str], "str | None"),  # noqa: UP045 - printed as the new spelling
+        (list[int], "list[int]"),
+        (List[Plain], f"list[{__name__}.Plain]"),  # noqa: UP006
+        (..., "..."),
+        ({1}, "{1}"),
+        (set(), "set()"),
+        (frozenset({jnp.float32}), "frozenset({jax.numpy.float32})"),
     ],
 )
 def test_how_objects_print(obj, expected):
@@ -179,7 +193,7 @@ def test_how_objects_print(obj, expected):
 def test_short_arrays_false_prints_values_aligned():
     out = tree_pformat({"a": jnp.ones((2, 2))}, short_arrays=False)
     assert out == (
-        "{\n  'a': Array([[1., 1.],\n              [1., 1.]], dtype=float32),\n}"
+        "{\n  'a': Array([[1., 1.],\n              [1., 1.]], dtype=float32)\n}"
     )
 
 
@@ -315,3 +329,40 @@ def _outer():
 )
 def test_functions_print_by_qualified_name(make, expected):
     assert tree_pformat(make()) == expected
+
+
+class Defaults(Module):
+    a: tuple = ()
+    b: object = None
+    c: int = 7
+    d: list = field(default_factory=list)
+    e: float = 0.5
+
+
+@pytest.mark.parametrize(
+    "obj, expected",
+    [
+        (Defaults(), "Defaults(d=[])"),
+        (Defaults(c=8), "Defaults(c=8, d=[])"),
+        # Equal to the default is not enough: it must be the default itself.
+        (Defaults(e=float("0.5")), "Defaults(d=[], e=0.5)"),
+        (Defaults(a=[]), "Defaults(a=[], d=[])"),
+    ],
+)
+def test_fields_holding_their_default_are_left_out(obj, expected):
+    # As in Equinox: a field whose value is its default object is not printed.
+    assert tree_pformat(obj) == expected
+
+
+def test_private_field_names_print_as_written():
+    class Secret(Module):
+        __key: int
+
+        def __init__(self):
+            self.__key = 1
+
+    assert tree_pformat(Secret()) == "Secret(__key=1)"
+
+
+def test_a_lone_tuple_element_keeps_its_comma_when_split():
+    assert tree_pformat(("x" * 90,)) == "(\n  '" + "x" * 90 + "',\n)"

@@ -10,6 +10,7 @@ which gives a bool array, traced or not.
 It lives beside `error_if` because `item.error_if` uses `branched_error_if`.
 """
 
+import inspect
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -267,6 +268,12 @@ class _EnumerationMeta(type):
                 lines.append(f"- `{member}`: {message}" if message else f"- `{member}`")
             cls.__doc__ = "\n".join(lines)
         return cls
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        # `inspect.signature(SomeEnumeration)` is `()`, as in Equinox (whose
+        # enumerations take no arguments), not this `__call__`'s.
+        return inspect.Signature()
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -13,8 +13,8 @@ CONVERTER = "converter"
 
 def field(
     *,
-    static: bool = False,
     converter: Callable[[Any], Any] | None = None,
+    static: bool = False,
     **kwargs: Any,
 ) -> Any:
     """A field of a `pytreemod.Module`: `dataclasses.field` plus two markers.

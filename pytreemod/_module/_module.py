@@ -30,7 +30,7 @@ from ._abstract import (
 )
 from ._compat import jax_transform_types
 from ._field import CONVERTER, STATIC, field
-from ._flatten import register_module_pytree
+from ._flatten import WRAPPER_FIELD_NAMES, register_module_pytree
 from ._is_array import is_array, is_array_like
 from ._pformat import tree_pformat
 from ._tree_equal import tree_equal
@@ -472,15 +472,19 @@ class Module(metaclass=_ModuleMeta):
         values = _get_dict(self)
         if _INITIALISING not in values:
             if name == "__orig_class__":
-                # `SomeModule[int]()` records its alias on the new instance.
+                # `SomeModule[int]()` records its alias on the new instance
+                # after construction, and ignores the error: as in Equinox,
+                # the value is stored and the assignment still fails.
                 values[name] = value
-                return
             raise dataclasses.FrozenInstanceError(
                 _FROZEN_ERROR.format(
                     verb="assign to", name=name, cls=type(self).__qualname__
                 )
             )
-        if name not in type(self).__pytreemod_info__.field_names:
+        if (
+            name not in type(self).__pytreemod_info__.field_names
+            and name not in WRAPPER_FIELD_NAMES
+        ):
             raise dataclasses.FrozenInstanceError(
                 _NOT_A_FIELD_ERROR.format(name=name, cls=type(self).__qualname__)
             )
@@ -510,9 +514,11 @@ class Module(metaclass=_ModuleMeta):
     def __hash__(self) -> int:
         # Consistent with `==`: equal modules have equal types, structure,
         # static fields and non-array leaves. Arrays cannot be hashed and are
-        # left out, so a Module is hashable whenever its static parts are, and
+        # left out, so a Module is hashable whenever its other parts are, and
         # can key a dict or be given to `jax.jit` as the function (Equinox
-        # raises for a Module holding arrays).
+        # raises for a Module holding arrays). A list or dict anywhere in it
+        # makes it unhashable, as in Equinox (so `Partial`, whose `keywords`
+        # is a dict, is never hashable).
         parts: list = []
         _hash_parts(self, type(self).__name__, parts)
         return hash(tuple(parts))
@@ -538,18 +544,22 @@ def _hash_parts(tree: Any, path: str, parts: list) -> None:
             if name in values:
                 _hash_parts(values[name], f"{path}.{name}", parts)
         return
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_module)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(
+        tree, is_leaf=_is_module_or_mutable
+    )
     parts.append(treedef)
     for key_path, leaf in leaves:
         leaf_path = path + jax.tree_util.keystr(key_path)
         if isinstance(leaf, Module):
             _hash_parts(leaf, leaf_path, parts)
         elif not is_array(leaf):
+            # A list or dict (a pytree node, but unhashable, as in Python and
+            # Equinox) raises here, naming its path.
             parts.append(_checked_hashable(leaf, leaf_path))
 
 
-def _is_module(x: Any) -> bool:
-    return isinstance(x, Module)
+def _is_module_or_mutable(x: Any) -> bool:
+    return isinstance(x, (Module, list, dict))
 
 
 def _checked_hashable(value: Any, path: str) -> Any:

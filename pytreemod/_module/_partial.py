@@ -1,17 +1,12 @@
 """`Partial` (a pytree `functools.partial`) and `module_update_wrapper`."""
 
-import functools
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from ._flatten import WRAPPER_FIELD_NAMES
 from ._module import Module
 
 _Return = TypeVar("_Return")
-
-# Attributes copied from a wrapped function: `functools.WRAPPER_ASSIGNMENTS`
-# (`__module__`, `__name__`, `__qualname__`, `__doc__`, `__annotations__`, and
-# `__type_params__` from Python 3.12).
-_WRAPPER_ASSIGNMENTS = functools.WRAPPER_ASSIGNMENTS
 
 _NO_WRAPPED_PROPERTY_ERROR = (
     "Wrapper module must supply `__wrapped__` as a property. `{cls}.__wrapped__` "
@@ -56,14 +51,6 @@ class Partial(Module, Generic[_Return]):
         self.args = args
         self.keywords = kwargs
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        # `Partial[int](f)` sets `__orig_class__` after `__init__`; typing
-        # swallows the error a frozen Module gives, so allow that one name.
-        if name == "__orig_class__":
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
-
     def __call__(self, *args: Any, **kwargs: Any) -> _Return:
         return self.func(*self.args, *args, **{**self.keywords, **kwargs})
 
@@ -87,7 +74,8 @@ def module_update_wrapper(
 
     Returns:
         A copy of `wrapper` (same class, same fields) with those attributes set
-        on the instance.
+        on the instance. They are part of its pytree structure (its auxiliary
+        data), so they survive `jax.tree_util.tree_map` and transforms.
 
     Raises:
         ValueError: if `type(wrapper).__wrapped__` is not a property.
@@ -119,7 +107,7 @@ def module_update_wrapper(
         wrapped = wrapper.__wrapped__
     copy = object.__new__(type(wrapper))
     copy.__dict__.update(wrapper.__dict__)
-    for name in _WRAPPER_ASSIGNMENTS:
+    for name in WRAPPER_FIELD_NAMES:
         try:
             value = getattr(wrapped, name)
         except AttributeError:

@@ -13,6 +13,7 @@ because `Module.__repr__` itself calls `tree_pformat`.
 import dataclasses
 import functools
 import types
+import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -73,9 +74,14 @@ def _render(
     children = _flat_children(doc)
     if "\n" not in children and inner + len(children) <= width:
         return f"{doc.open}\n{' ' * inner}{children}\n{' ' * indent}{doc.close}"
+    # One child per line, separated by commas; as in Equinox, no comma after
+    # the last (except the one of a lone tuple element).
     lines = [doc.open]
-    for child in doc.children:
-        lines.append(" " * inner + _render(child, inner, inner, 1, width, step) + ",")
+    last = len(doc.children) - 1
+    for i, child in enumerate(doc.children):
+        comma = "," if i < last or doc.lone_comma else ""
+        text = _render(child, inner, inner, len(comma), width, step)
+        lines.append(" " * inner + text + comma)
     lines.append(" " * indent + doc.close)
     return "\n".join(lines)
 
@@ -104,6 +110,27 @@ def _short_array(
 
 def _is_weak(x: jax.Array) -> bool:
     return bool(getattr(getattr(x, "aval", None), "weak_type", False))
+
+
+# Modules whose types print without the module name, as in Equinox.
+_BARE_TYPE_MODULES = frozenset(
+    ("builtins", "typing", "typing_extensions", "collections.abc")
+)
+# `int | str` and `typing.Union[int, str]`; `list[int]` and `typing.List[int]`.
+_UNION_TYPES = (types.UnionType, type(typing.Union[int, str]))  # noqa: UP007
+_GENERIC_ALIAS_TYPES = (types.GenericAlias, type(typing.List[int]))  # noqa: UP006
+
+
+def _type_text(cls: type) -> str:
+    """A class prints as `module.QualName` (`int`, `Any` for builtins and
+    typing), as in Equinox."""
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", None)
+    if module is None or qualname is None:
+        return repr(cls)
+    if module in _BARE_TYPE_MODULES:
+        return qualname
+    return f"{module}.{qualname}"
 
 
 def _function_text(obj: Any) -> str | None:
@@ -144,7 +171,7 @@ class _Printer:
             if self.short_arrays:
                 return _Text(_short_array(obj.shape, obj.dtype, weak=_is_weak(obj)))
             return _Text(repr(obj))
-        if isinstance(obj, (np.ndarray, np.generic)):
+        if isinstance(obj, np.ndarray):
             if self.short_arrays:
                 return _Text(_short_array(np.shape(obj), obj.dtype, "(numpy)"))
             return _Text(repr(obj))
@@ -170,17 +197,22 @@ class _Printer:
             return _Text(f"<bound method {owner}.{name}>")
         if _has_own_repr(obj):
             return _Text(repr(obj))
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            children = []
-            for f in dataclasses.fields(obj):
-                if not f.repr:
-                    continue
-                if hasattr(obj, f.name):
-                    value = self.doc(getattr(obj, f.name))
-                else:
-                    value = _Text("<uninitialised>")
-                children.append(_Prefixed(f"{f.name}=", value))
-            return _Group(f"{type(obj).__name__}(", children, ")")
+        if obj is None or obj is types.NoneType:
+            return _Text("None")
+        if obj is Any:
+            return _Text("Any")
+        if obj is Ellipsis:
+            return _Text("...")
+        if isinstance(obj, _UNION_TYPES):
+            return _Text(" | ".join(_flat(self.doc(a)) for a in typing.get_args(obj)))
+        if isinstance(obj, _GENERIC_ALIAS_TYPES):
+            origin = self.doc(typing.get_origin(obj))
+            arguments = [self.doc(a) for a in typing.get_args(obj)]
+            return _Group(f"{_flat(origin)}[", arguments, "]")
+        if isinstance(obj, type):
+            return _Text(_type_text(obj))
+        if dataclasses.is_dataclass(obj):
+            return self._dataclass(obj)
         if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
             children = [
                 _Prefixed(f"{name}=", self.doc(value))
@@ -201,6 +233,11 @@ class _Printer:
             if type(obj) is dict:
                 return _Group("{", children, "}")
             return _Group(f"{type(obj).__name__}({{", children, "})")
+        if isinstance(obj, (set, frozenset)):
+            children = [self.doc(value) for value in obj]
+            if type(obj) is set:
+                return _Group("{", children, "}") if obj else _Text("set()")
+            return _Group(f"{type(obj).__name__}({{", children, "})")
         if isinstance(obj, functools.partial):
             children = [self.doc(obj.func), *(self.doc(arg) for arg in obj.args)]
             children += [
@@ -212,6 +249,28 @@ class _Printer:
         if function is not None:
             return _Text(function)
         return _Text(repr(obj))
+
+    def _dataclass(self, obj: Any) -> _Group:
+        # As in Equinox: fields with `repr=False` are left out, and so are
+        # fields that hold their default value itself (`is`, not `==`);
+        # private names show as written (`__x`, not `_Class__x`).
+        mangled = f"_{type(obj).__name__}__"
+        children = []
+        for f in dataclasses.fields(obj):
+            if not f.repr:
+                continue
+            value = getattr(obj, f.name, _UNSET)
+            if value is f.default:
+                continue
+            name = (
+                "__" + f.name[len(mangled) :] if f.name.startswith(mangled) else f.name
+            )
+            text = _Text("<uninitialised>") if value is _UNSET else self.doc(value)
+            children.append(_Prefixed(f"{name}=", text))
+        return _Group(f"{type(obj).__name__}(", children, ")")
+
+
+_UNSET = object()
 
 
 def _has_own_repr(obj: Any) -> bool:
@@ -234,15 +293,19 @@ def tree_pformat(
 ) -> str:
     """Format a pytree (or any object) as an indented, readable string.
 
-    A list, tuple, dict, namedtuple, dataclass or Module goes on one line when
-    it fits in `width`; otherwise its children go together on one line
+    A list, tuple, dict, set, namedtuple, dataclass or Module goes on one line
+    when it fits in `width`; otherwise its children go together on one line
     between the brackets, indented by `indent`, when they fit there; otherwise
-    each child goes on its own line, with a trailing comma. How things print:
+    each child goes on its own line, with a comma after each but the last (as
+    in Equinox). How things print:
 
-    - JAX arrays as `f32[8,8]`, NumPy arrays and scalars as `f32[8,8](numpy)`
-      (with `short_arrays=False`, their full `repr`);
+    - JAX arrays as `f32[8,8]`, NumPy arrays as `f32[8,8](numpy)` (with
+      `short_arrays=False`, their full `repr`); NumPy scalars by their `repr`;
     - dataclasses and Modules as `ClassName(field=value, ...)`, over the fields
-      with `repr=True`;
+      with `repr=True`, leaving out those that hold their default value
+      itself (`value is default`), as in Equinox;
+    - classes as `module.QualName` (`int`, `Any` for builtins and `typing`),
+      `X | None` for unions, `list[int]` for generic aliases, `...`;
     - JAX arrays with a weak dtype (made from Python scalars) as `weak_i32[]`;
     - functions as `<function qualified.name>` (`<wrapped function name>` for
       one made by `functools.wraps`), `jax.jit`-compiled ones as the function
@@ -278,7 +341,7 @@ def tree_pformat(
         {
           'w': f32[2,3],
           'b': (1,),
-          'f': <function relu>,
+          'f': <function relu>
         }
     """
     printer = _Printer(short_arrays, struct_as_array, truncate_leaf)

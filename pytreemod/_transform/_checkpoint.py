@@ -65,14 +65,12 @@ def filter_checkpoint(
 @overload
 def filter_checkpoint(
     fun: Callable[_P, _T],
-    /,
     *,
     prevent_cse: bool = True,
     policy: Callable[..., bool] | None = None,
 ) -> Callable[_P, _T]: ...
 def filter_checkpoint(
     fun: Callable[..., Any] | None = None,
-    /,
     *,
     prevent_cse: bool = True,
     policy: Callable[..., bool] | None = None,

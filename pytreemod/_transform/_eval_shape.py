@@ -16,7 +16,7 @@ def _is_shaped(x: Any) -> bool:
     return is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
 
 
-def filter_eval_shape(fun: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+def filter_eval_shape(fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Work out what `fun(*args, **kwargs)` returns, like `jax.eval_shape`, but
     for arguments and outputs that may hold any Python objects.
 

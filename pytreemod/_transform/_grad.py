@@ -158,15 +158,14 @@ def filter_value_and_grad(
 ]: ...
 @overload
 def filter_value_and_grad(
-    fun: Callable[_P, _T], /, *, has_aux: Literal[False] = False, **gradkwargs: Any
+    fun: Callable[_P, _T], *, has_aux: Literal[False] = False, **gradkwargs: Any
 ) -> Callable[_P, tuple[_T, Any]]: ...
 @overload
 def filter_value_and_grad(
-    fun: Callable[_P, tuple[_T, Any]], /, *, has_aux: Literal[True], **gradkwargs: Any
+    fun: Callable[_P, tuple[_T, Any]], *, has_aux: Literal[True], **gradkwargs: Any
 ) -> Callable[_P, tuple[tuple[_T, Any], Any]]: ...
 def filter_value_and_grad(
     fun: Callable[..., Any] | None = None,
-    /,
     *,
     has_aux: bool = False,
     **gradkwargs: Any,
@@ -220,15 +219,14 @@ def filter_grad(
 ) -> Callable[[Callable[_P, tuple[Any, _T]]], Callable[_P, tuple[Any, _T]]]: ...
 @overload
 def filter_grad(
-    fun: Callable[_P, Any], /, *, has_aux: Literal[False] = False, **gradkwargs: Any
+    fun: Callable[_P, Any], *, has_aux: Literal[False] = False, **gradkwargs: Any
 ) -> Callable[_P, Any]: ...
 @overload
 def filter_grad(
-    fun: Callable[_P, tuple[Any, _T]], /, *, has_aux: Literal[True], **gradkwargs: Any
+    fun: Callable[_P, tuple[Any, _T]], *, has_aux: Literal[True], **gradkwargs: Any
 ) -> Callable[_P, tuple[Any, _T]]: ...
 def filter_grad(
     fun: Callable[..., Any] | None = None,
-    /,
     *,
     has_aux: bool = False,
     **gradkwargs: Any,

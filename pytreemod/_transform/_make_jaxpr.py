@@ -49,7 +49,7 @@ class _MakeJaxpr(Module):
 
 
 def filter_make_jaxpr(
-    fun: Callable[_P, Any], /
+    fun: Callable[_P, Any],
 ) -> Callable[_P, tuple[jax.extend.core.ClosedJaxpr, Any, Any]]:
     """Wrap `fun` so that calling it gives its jaxpr, like `jax.make_jaxpr`,
     for arguments and outputs that may hold any Python objects.

@@ -349,6 +349,9 @@ class _VmapWrapper(Module):
     out_axes: Any
     axis_name: Hashable | None
     axis_size: int | None
+    # Further keywords for `jax.vmap` (`spmd_axis_name=`), as sorted pairs so
+    # that the wrapper stays hashable.
+    vmapkwargs: tuple[tuple[str, Any], ...] = ()
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
@@ -381,6 +384,7 @@ class _VmapWrapper(Module):
                 out_axes=(0, None),
                 axis_name=self.axis_name,
                 axis_size=size,
+                **dict(self.vmapkwargs),
             )([leaves[i] for i in mapped_index])
         except ValueError as e:
             # `body` returned, so JAX refused its output: an unmapped array
@@ -415,6 +419,7 @@ def filter_vmap(
     out_axes: Any = if_array(0),
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
+    **vmapkwargs: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -426,6 +431,7 @@ def filter_vmap(
     out_axes: Any = if_array(0),
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
+    **vmapkwargs: Any,
 ) -> Callable[..., Any]: ...
 
 
@@ -436,6 +442,7 @@ def filter_vmap(
     out_axes: Any = if_array(0),
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
+    **vmapkwargs: Any,
 ) -> Any:
     """Vectorise `fun` over the arrays in its arguments, like `jax.vmap`, but
     accepting any Python objects as arguments and outputs.
@@ -457,6 +464,8 @@ def filter_vmap(
         axis_name: a name for the mapped axis, for collectives such as
             `jax.lax.pmean(x, axis_name)` inside `fun`.
         axis_size: the batch size; needed only when no input is mapped.
+        **vmapkwargs: passed on to `jax.vmap` (e.g. `spmd_axis_name=`), as in
+            Equinox.
 
     Returns:
         The vectorised function (a Module, so it is a pytree of whatever
@@ -486,9 +495,12 @@ def filter_vmap(
             out_axes=out_axes,
             axis_name=axis_name,
             axis_size=axis_size,
+            **vmapkwargs,
         )
     check_options(fun, in_axes, out_axes, axis_name, axis_size, "filter_vmap")
-    wrapper = _VmapWrapper(fun, in_axes, out_axes, axis_name, axis_size)
+    wrapper = _VmapWrapper(
+        fun, in_axes, out_axes, axis_name, axis_size, tuple(sorted(vmapkwargs.items()))
+    )
     return module_update_wrapper(wrapper)
 
 

@@ -105,7 +105,7 @@ jax.tree_util.register_pytree_with_keys(
 
 @overload
 def assert_max_traces(
-    fn: Callable[_P, _T], /, *, max_traces: int | None
+    fn: Callable[_P, _T], *, max_traces: int | None
 ) -> Callable[_P, _T]: ...
 
 
@@ -115,7 +115,7 @@ def assert_max_traces(
 ) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]: ...
 
 
-def assert_max_traces(fn: Any = _NO_FUNCTION, /, *, max_traces: int | None) -> Any:
+def assert_max_traces(fn: Any = _NO_FUNCTION, *, max_traces: int | None) -> Any:
     """Count how often `fn` runs, and raise once it runs more than
     `max_traces` times.
 
