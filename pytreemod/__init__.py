@@ -97,6 +97,6 @@ from ._serialisation._leaves import (
 )
 
 # The public packages on top, imported last: they build on the names above.
-from . import debug as debug, nn as nn
+from . import debug as debug, nn as nn, sharding as sharding
 
 __version__ = "0.1.0"
