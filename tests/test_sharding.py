@@ -469,6 +469,17 @@ def named_shardings_feed_jax_jit():
     assert out.up.sharding.spec == P("model")
 
 
+@check
+def summary_shows_the_mesh_spec_and_logical_axes():
+    m = mesh()
+    rows = eqx.summary(shard(block(), m, AXIS_RULES)).to_dict()["arrays"]
+    up = rows[0]
+    assert up["sharding"] == "P('model',)" and up["axes"] == ["mlp", "embed"], up
+    abstract = shard(eqx.filter_eval_shape(block), m, AXIS_RULES)
+    rows = eqx.summary(abstract).to_dict()["arrays"]
+    assert rows[2]["sharding"] == "P(None, 'model')", rows
+
+
 results = {}
 for name, f in CHECKS.items():
     try:
