@@ -480,6 +480,32 @@ def summary_shows_the_mesh_spec_and_logical_axes():
     assert rows[2]["sharding"] == "P(None, 'model')", rows
 
 
+@check
+def load_restores_straight_into_shardings():
+    import os
+    import tempfile
+
+    m = mesh()
+    path = os.path.join(tempfile.mkdtemp(), "model.ckpt")
+    saved = block(seed=3)
+    eqx.save(path, shard(saved, m, AXIS_RULES))
+    abstract = shard(eqx.filter_eval_shape(block), m, AXIS_RULES)
+    targets = named_shardings(block(), m, AXIS_RULES)
+    for out in (
+        eqx.load(path, abstract),  # the like's own shardings
+        eqx.load(path, block(), shardings=targets),
+        eqx.load(path, shard(block(), m, AXIS_RULES)),
+    ):
+        assert out.up.sharding == NamedSharding(m, P("model")), out.up.sharding
+        assert out.down.sharding == NamedSharding(m, P(None, "model"))
+        # Every device holds its slice only, never the whole array.
+        assert {s.data.shape for s in out.up.addressable_shards} == {(2, 4)}
+        for name in ("up", "up_bias", "down"):
+            np.testing.assert_array_equal(getattr(out, name), getattr(saved, name))
+    replicated = eqx.load(path, block(), shardings=NamedSharding(m, P()))
+    assert replicated.up.sharding.is_fully_replicated
+
+
 results = {}
 for name, f in CHECKS.items():
     try:
