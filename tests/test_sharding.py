@@ -529,3 +529,40 @@ def eight_devices():
 @pytest.mark.parametrize("name", _CHECKS)
 def test_on_eight_devices(eight_devices, name):
     assert eight_devices[name] == "ok", eight_devices[name]
+
+
+# --- nn layers' `axes=` -------------------------------------------------------
+
+
+def test_linear_and_embedding_axes_name_their_weights_without_new_leaves():
+    key = jax.random.key(0)
+    plain = eqx.nn.Linear(4, 8, key=key)
+    named = eqx.nn.Linear(4, 8, key=key, axes=("mlp", "embed"))
+    assert len(jax.tree_util.tree_leaves(named)) == len(
+        jax.tree_util.tree_leaves(plain)
+    )
+    specs = logical_specs(named)
+    assert specs.weight == P("mlp", "embed") and specs.bias == P("mlp")
+    assert logical_specs(plain).weight == P() and logical_specs(plain).bias == P()
+    assert "axes" not in repr(named)
+    table = eqx.nn.Embedding(10, 4, key=key, axes=("vocab", "embed"))
+    assert logical_specs(table).weight == P("vocab", "embed")
+
+
+def test_stacked_layers_keep_their_names_after_the_layer_axis():
+    stack = eqx.nn.Stacked(
+        lambda k: eqx.nn.Linear(4, 4, key=k, axes=("mlp", "embed")),
+        3,
+        key=jax.random.key(0),
+    )
+    specs = logical_specs(stack)
+    assert specs.layers.weight == P(None, "mlp", "embed")
+    assert specs.layers.bias == P(None, "mlp")
+
+
+@pytest.mark.parametrize("axes", [("mlp",), ("a", "b", "c")])
+def test_layer_axes_of_the_wrong_length_are_an_error(axes):
+    with pytest.raises(ValueError, match=r"takes 2 logical names, for \(out, in\)"):
+        eqx.nn.Linear(2, 2, key=jax.random.key(0), axes=axes)
+    with pytest.raises(TypeError, match=r"`Embedding\(axes=...\)` must be a tuple"):
+        eqx.nn.Embedding(2, 2, key=jax.random.key(0), axes="vocab")
