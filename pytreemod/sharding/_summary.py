@@ -92,7 +92,7 @@ def _walk(node: Any, path: tuple, owner: str, out: "Summary", spec: Any) -> None
         static = {
             f.name: _short(node.__dict__[f.name])
             for f in dataclasses.fields(node)
-            if f.metadata.get(STATIC, False) and f.name in node.__dict__
+            if f.metadata.get(STATIC, False) and f.repr and f.name in node.__dict__
         }
         if static:
             out.static.append(
