@@ -97,7 +97,8 @@ from ._serialisation._leaves import (
 )
 
 # The public packages on top, imported last: they build on the names above.
-from . import debug as debug, nn as nn
+from . import debug as debug, nn as nn, sharding as sharding
 from .nn._inference import tree_inference as tree_inference
+from .sharding._summary import Summary as Summary, summary as summary
 
 __version__ = "0.1.0"

@@ -313,3 +313,24 @@ def test_round_trip_property(tmp_path_factory, tree):
         lambda x: jnp.zeros_like(x) if isinstance(x, jax.Array) else x, tree
     )
     assert pytreemod.tree_equal(pytreemod.load(path, like), tree, typematch=True)
+
+
+def test_load_places_on_the_asked_sharding_and_keeps_numpy_on_the_host(tmp_path):
+    cpu = jax.devices("cpu")[0]
+    path = tmp_path / "m.ckpt"
+    tree = {"w": jnp.arange(3.0), "n": np.ones(2, np.float32), "s": 2.0}
+    pytreemod.save(path, tree)
+    like = {"w": jnp.zeros(3), "n": np.zeros(2, np.float32), "s": 0.0}
+    out = pytreemod.load(path, like, shardings=cpu)
+    assert out["w"].sharding == jax.sharding.SingleDeviceSharding(cpu)
+    assert isinstance(out["n"], np.ndarray) and out["s"] == 2.0
+    np.testing.assert_array_equal(out["w"], tree["w"])
+    out = pytreemod.load(path, like, shardings={"w": None, "n": cpu, "s": None})
+    np.testing.assert_array_equal(out["w"], tree["w"])
+
+
+def test_load_with_shardings_of_another_structure_is_an_error(tmp_path):
+    path = tmp_path / "m.ckpt"
+    pytreemod.save(path, {"w": jnp.ones(2)})
+    with pytest.raises(ValueError, match="`shardings` must be a"):
+        pytreemod.load(path, {"w": jnp.ones(2)}, shardings=[jax.devices()[0]])

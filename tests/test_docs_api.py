@@ -1,7 +1,7 @@
-"""Every public name of `pytreemod`, `pytreemod.nn` and `pytreemod.debug` is
-on a page of the API reference (docs/api/), once, and has a docstring; every
-page is in mkdocs.yml's nav. (`mkdocs build --strict` in CI checks that each
-name resolves and each link works.)"""
+"""Every public name of `pytreemod`, `pytreemod.nn`, `pytreemod.debug` and
+`pytreemod.sharding` is on a page of the API reference (docs/api/), once, and
+has a docstring; every page is in mkdocs.yml's nav. (`mkdocs build --strict`
+in CI checks that each name resolves and each link works.)"""
 
 import pathlib
 import re
@@ -12,6 +12,7 @@ import pytest
 import pytreemod
 import pytreemod.debug
 import pytreemod.nn
+import pytreemod.sharding
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 API = ROOT / "docs" / "api"
@@ -28,7 +29,7 @@ def _public(module: types.ModuleType) -> list[str]:
 
 PUBLIC = [
     name
-    for module in (pytreemod, pytreemod.nn, pytreemod.debug)
+    for module in (pytreemod, pytreemod.nn, pytreemod.debug, pytreemod.sharding)
     for name in _public(module)
 ]
 

@@ -14,7 +14,19 @@ VARARGS, VARKW = "VAR_POSITIONAL", "VAR_KEYWORD"
 
 # Equinox 0.13.8's parameters, as (name, kind).
 EXPECTED = {
-    "field": [("converter", K), ("static", K), ("kwargs", VARKW)],
+    # `axes` is pytreemod's addition (logical axis names for sharding): a
+    # keyword-only parameter, so every Equinox call still binds the same.
+    "field": [("converter", K), ("static", K), ("axes", K), ("kwargs", VARKW)],
+    "filter_jit": [("fun", P), ("donate", K), ("jitkwargs", VARKW)],
+    "filter_pmap": [
+        ("fun", P),
+        ("in_axes", K),
+        ("out_axes", K),
+        ("axis_name", K),
+        ("axis_size", K),
+        ("donate", K),
+        ("pmapkwargs", VARKW),
+    ],
     "filter_grad": [("fun", P), ("has_aux", K), ("gradkwargs", VARKW)],
     "filter_value_and_grad": [("fun", P), ("has_aux", K), ("gradkwargs", VARKW)],
     "filter_checkpoint": [("fun", P), ("prevent_cse", K), ("policy", K)],

@@ -9,15 +9,22 @@ from typing import Any
 # `jax.tree_util.register_dataclass` reads, so the two agree.
 STATIC = "static"
 CONVERTER = "converter"
+# Logical axis names of an array field, read by `pytreemod.sharding`: a tuple
+# with one `str` or `None` per dimension, or a function of the Module instance
+# returning such a tuple (for names chosen per instance, like a layer's
+# `axes=` argument). On a field holding a subtree, the names are those of the
+# leading dimensions shared by every array below it (e.g. a stack of layers).
+AXES = "pytreemod.axes"
 
 
 def field(
     *,
     converter: Callable[[Any], Any] | None = None,
     static: bool = False,
+    axes: tuple[str | None, ...] | Callable[[Any], Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """A field of a `pytreemod.Module`: `dataclasses.field` plus two markers.
+    """A field of a `pytreemod.Module`: `dataclasses.field` plus markers.
 
     Args:
         static: if `True`, the value is not a pytree child but part of the
@@ -27,6 +34,14 @@ def field(
         converter: a function applied to the value after `__init__` (and
             `__post_init__`) has run, e.g. `jnp.asarray`. It is not applied
             when a Module is rebuilt by `tree_unflatten`.
+        axes: logical axis names of an array field, one per dimension (`None`
+            for an unnamed one), e.g. `("embed", "mlp")`; read by
+            `pytreemod.sharding.logical_specs` and `shard`, which map them to
+            mesh axes. On a field that holds a subtree, they name the leading
+            dimensions of every array below (a stack of layers). May be a
+            function of the Module instance returning the tuple, for names set
+            per instance. Not part of the pytree: it never adds a leaf. (A
+            pytreemod extension; Equinox has no `axes`.)
         **kwargs: passed on to `dataclasses.field` (`default`,
             `default_factory`, `init`, `repr`, `kw_only`, `metadata`, ...).
 
@@ -35,7 +50,8 @@ def field(
 
     Raises:
         TypeError: if `converter` is not callable, or `metadata` already uses
-            one of the keys `"static"` or `"converter"`.
+            one of the keys `"static"`, `"converter"` or `"pytreemod.axes"`, or `axes`
+            is neither a tuple of `str`/`None`, a function, nor `None`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -47,7 +63,7 @@ def field(
         Array(2., dtype=float32, weak_type=True)
     """
     metadata = dict(kwargs.pop("metadata", None) or {})
-    for key in (STATIC, CONVERTER):
+    for key in (STATIC, CONVERTER, AXES):
         if key in metadata:
             raise TypeError(
                 f"`field(metadata=...)` may not use the key {key!r}: pytreemod "
@@ -62,7 +78,26 @@ def field(
                 f"{converter!r} of type {type(converter).__name__}."
             )
         metadata[CONVERTER] = converter
+    if axes is not None:
+        metadata[AXES] = check_axes(axes, "`axes`")
     return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def check_axes(axes: Any, what: str) -> Any:
+    """`axes` if it is a tuple of `str`/`None` (or a function), else a
+    `TypeError` that names `what`."""
+    if callable(axes):
+        return axes
+    if isinstance(axes, list):
+        axes = tuple(axes)
+    if not isinstance(axes, tuple) or not all(
+        name is None or isinstance(name, str) for name in axes
+    ):
+        raise TypeError(
+            f"{what} must be a tuple with one logical axis name (a `str`) or "
+            f'`None` per dimension, e.g. `("embed", "mlp")`; got {axes!r}.'
+        )
+    return axes
 
 
 def static_field(**kwargs: Any) -> Any:

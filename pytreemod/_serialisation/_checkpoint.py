@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._module._is_array import is_array_like
+from .._transform._shard import _resolve_shardings
 from . import _header
 from ._archive import MAX_MEMBERS, Archive
 from ._atomic import replace_atomically
@@ -204,12 +205,18 @@ def load(
     *,
     strict: bool = True,
     with_metadata: Literal[False] = False,
+    shardings: Any = None,
 ) -> _T: ...
 
 
 @overload
 def load(
-    path: str | os.PathLike, like: _T, *, strict: bool = True, with_metadata: bool
+    path: str | os.PathLike,
+    like: _T,
+    *,
+    strict: bool = True,
+    with_metadata: bool,
+    shardings: Any = None,
 ) -> Any: ...
 
 
@@ -219,13 +226,18 @@ def load(
     *,
     strict: bool = True,
     with_metadata: bool = False,
+    shardings: Any = None,
 ) -> Any:
     """Load a checkpoint written by `save` into a pytree shaped like `like`.
 
     Leaves are matched by key path. `like` gives the structure, the non-array
     leaves and the expected dtypes and shapes; it may be a freshly built model
-    or a `filter_eval_shape` skeleton. Arrays are placed with the sharding of
-    `like`'s arrays when it has one.
+    or a `filter_eval_shape` skeleton. Arrays are placed with `shardings`
+    where given, else with the sharding of `like`'s arrays when it has one
+    (a sharded model, or a skeleton placed by `pytreemod.sharding.shard`).
+    A sharded array is built shard by shard from the bytes read
+    (`jax.make_array_from_callback`): each device receives only its own
+    slice, and no device ever holds the whole array.
 
     Args:
         path: the checkpoint file.
@@ -237,6 +249,10 @@ def load(
         with_metadata: if `True`, return `(pytree, metadata)`, both read
             through one open file, so they come from the same save even if
             another process replaces `path` meanwhile.
+        shardings: where to put the loaded arrays: a `jax.sharding.Sharding`
+            or `jax.Device` for all of them, or a pytree prefix of `like` of
+            those (`None` for "as `like`"), e.g. the result of
+            `pytreemod.sharding.named_shardings(like, mesh, axis_rules)`.
 
     Returns:
         A pytree like `like` holding the loaded values, or `(pytree,
@@ -262,12 +278,16 @@ def load(
     """
     with Archive(path) as archive:
         metadata, saved = _read(archive)
-        tree = _load(archive, saved, like, strict)
+        tree = _load(archive, saved, like, strict, shardings)
     return (tree, metadata) if with_metadata else tree
 
 
 def _load(
-    archive: Archive, saved: dict[str, _header.Saved], like: Any, strict: bool
+    archive: Archive,
+    saved: dict[str, _header.Saved],
+    like: Any,
+    strict: bool,
+    shardings: Any = None,
 ) -> Any:
     path = archive.path
     members = {_header.NAME} | {leaf.member for leaf in saved.values()}
@@ -299,8 +319,9 @@ def _load(
             "values elsewhere."
         )
     skip = set(missing) | {m[0] for m in mismatched}
+    targets = _targets(like, shardings)
     loaded = {
-        key: _read_leaf(archive, saved[key], leaf)
+        key: _read_leaf(archive, saved[key], leaf, targets.get(key))
         for key, leaf in wanted.items()
         if key not in skip
     }
@@ -319,7 +340,25 @@ def _is_python(kind: str) -> bool:
     return kind in _PYTHON_TYPES
 
 
-def _read_leaf(archive: Archive, saved: _header.Saved, like_leaf: Any) -> Any:
+def _targets(like: Any, shardings: Any) -> dict[str, Any]:
+    """The sharding asked for each leaf of `like` by key path (or `None`)."""
+    if shardings is None:
+        return {}
+    try:
+        resolved = _resolve_shardings(shardings, like)
+    except ValueError as error:
+        raise ValueError(
+            "`shardings` must be a `jax.sharding.Sharding`, a `jax.Device`, or a "
+            "pytree prefix of `like` of those (or `None`). In the words of "
+            f"`filter_shard`, which reads it:\n{error}"
+        ) from None
+    paths = [_path_key(p) for p, _ in jax.tree_util.tree_leaves_with_path(like)]
+    return dict(zip(paths, resolved, strict=True))
+
+
+def _read_leaf(
+    archive: Archive, saved: _header.Saved, like_leaf: Any, sharding: Any = None
+) -> Any:
     # `saved`'s dtype and shape equal `like_leaf`'s here, so this reads exactly
     # as many bytes as `like` needs.
     data = archive.read(saved.member, expected=saved.nbytes)
@@ -330,8 +369,15 @@ def _read_leaf(archive: Archive, saved: _header.Saved, like_leaf: Any) -> Any:
         )
     value = np.frombuffer(data, dtype=saved.dtype).reshape(saved.shape)
     if isinstance(like_leaf, (jax.Array, jax.ShapeDtypeStruct)):
-        sharding = getattr(like_leaf, "sharding", None)
+        if sharding is None:
+            sharding = getattr(like_leaf, "sharding", None)
+        if sharding is not None and len(sharding.device_set) > 1:
+            # Each device gets only its slice: no device holds the whole array.
+            return jax.make_array_from_callback(
+                saved.shape, sharding, lambda index: value[index]
+            )
         return jax.device_put(value, sharding)
+    # NumPy and Python leaves stay on the host, whatever `shardings` says.
     if isinstance(like_leaf, np.ndarray):
         return value.copy()
     if isinstance(like_leaf, np.generic):

@@ -212,12 +212,12 @@ def filter_jit(
 
 @overload
 def filter_jit(
-    fun: Callable[_P, _T], /, *, donate: Donate = "none", **jitkwargs: Any
+    fun: Callable[_P, _T], *, donate: Donate = "none", **jitkwargs: Any
 ) -> _JitWrapper[_P, _T]: ...
 
 
 def filter_jit(
-    fun: Any = _NO_FUNCTION, /, *, donate: Donate = "none", **jitkwargs: Any
+    fun: Any = _NO_FUNCTION, *, donate: Donate = "none", **jitkwargs: Any
 ) -> Any:
     """Compile a function with `jax.jit`, tracing every array in its arguments
     and holding everything else static.

@@ -100,7 +100,7 @@ def _pmapped(
     axis_name: Hashable | None,
     axis_size: int | None,
     donate: str,
-    devices: tuple | None,
+    pmapkwargs: tuple[tuple[str, Any], ...],
 ) -> Callable[..., Any]:
     """Build the `jax.pmap` of the function described by `key`; it takes the
     array leaves (and a dummy mapped array) and returns (mapped outputs,
@@ -125,7 +125,7 @@ def _pmapped(
         in_axes=(list(in_axes), 0),
         out_axes=(0, None, None),
         axis_size=axis_size,
-        devices=devices,
+        **dict(pmapkwargs),
         donate_argnums=() if donate == "none" else (0,),
     )
 
@@ -225,6 +225,15 @@ class PmapLowered:
         return PmapCompiled(self._lowered.compile(*args, **kwargs), self._wrapper)
 
 
+def _hashable_options(pmapkwargs: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """`jax.pmap`'s options as a hashable key (sequences such as `devices`
+    become tuples)."""
+    return tuple(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name, value in sorted(pmapkwargs.items())
+    )
+
+
 class _PmapWrapper(Module):
     """What `filter_pmap(fun)` returns: a Module holding `fun` and the
     options."""
@@ -235,7 +244,7 @@ class _PmapWrapper(Module):
     axis_name: Hashable | None
     axis_size: int | None
     donate: str
-    devices: tuple | None
+    pmapkwargs: tuple[tuple[str, Any], ...]
 
     @property
     def __wrapped__(self) -> Callable[..., Any]:
@@ -282,9 +291,8 @@ class _PmapWrapper(Module):
         key = _hashable_key(self.fun, args, self.out_axes, leaves, len(fun_leaves))
         arrays = [x for x in leaves if is_array(x)]
         array_axes = tuple(a for x, a in zip(leaves, axes, strict=True) if is_array(x))
-        pmapped = _pmapped(
-            key, array_axes, self.axis_name, self.axis_size, self.donate, self.devices
-        )
+        options = (self.axis_name, self.axis_size, self.donate, self.pmapkwargs)
+        pmapped = _pmapped(key, array_axes, *options)
         # `jax.pmap` needs a mapped input to know the size when nothing else is.
         return pmapped, (arrays, np.zeros((size,), np.int8))
 
@@ -303,7 +311,7 @@ def filter_pmap(
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
     donate: Literal["all", "warn", "none"] = "none",
-    devices: Sequence[jax.Device] | None = None,
+    **pmapkwargs: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
 
 
@@ -316,7 +324,7 @@ def filter_pmap(
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
     donate: Literal["all", "warn", "none"] = "none",
-    devices: Sequence[jax.Device] | None = None,
+    **pmapkwargs: Any,
 ) -> Callable[..., Any]: ...
 
 
@@ -328,7 +336,7 @@ def filter_pmap(
     axis_name: Hashable | None = None,
     axis_size: int | None = None,
     donate: Literal["all", "warn", "none"] = "none",
-    devices: Sequence[jax.Device] | None = None,
+    **pmapkwargs: Any,
 ) -> Any:
     """Run `fun` in parallel on several devices, like `jax.pmap`, but accepting
     any Python objects as arguments and outputs.
@@ -353,7 +361,7 @@ def filter_pmap(
         donate: `"all"` to donate every input array's buffer (and hide JAX's
             warning about buffers it could not use), `"warn"` to donate but
             keep that warning, `"none"` (the default) to donate nothing.
-        devices: the devices to run on, as for `jax.pmap`.
+        **pmapkwargs: passed on to `jax.pmap` (e.g. `devices=`, `backend=`).
 
     Returns:
         The parallelised function (a Module).
@@ -381,7 +389,7 @@ def filter_pmap(
             axis_name=axis_name,
             axis_size=axis_size,
             donate=donate,
-            devices=devices,
+            **pmapkwargs,
         )
     check_options(fun, in_axes, out_axes, axis_name, axis_size, "filter_pmap")
     if donate not in _DONATE_OPTIONS:
@@ -395,6 +403,6 @@ def filter_pmap(
         axis_name,
         axis_size,
         donate,
-        None if devices is None else tuple(devices),
+        _hashable_options(pmapkwargs),
     )
     return module_update_wrapper(wrapper)

@@ -10,6 +10,7 @@ import numpy as np
 from .._module._field import field
 from .._module._module import Module
 from ._init import resolve_dtype
+from ._linear import check_layer_axes
 
 MISSING_EMBEDDING_ARGS = """\
 `Embedding` needs either its sizes and a key, or the table itself:
@@ -33,6 +34,10 @@ class Embedding(Module):
         dtype: the dtype of a random table; defaults to `float32` (`float64`
             with `jax_enable_x64`).
         key: a `jax.random` key for a random table (keyword only).
+        axes: optional logical axis names `(vocab_name, embed_name)` of
+            `weight` for `pytreemod.sharding` (keyword only), e.g.
+            `("vocab", "embed")`. Default `None`: unnamed (replicated). Static
+            metadata: it adds no leaf.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -47,7 +52,12 @@ class Embedding(Module):
 
     num_embeddings: int = field(static=True)
     embedding_size: int = field(static=True)
-    weight: jax.Array
+    weight: jax.Array = field(axes=lambda self: self.axes)
+    # pytreemod extension: logical axis names (vocab, embed) of `weight`, read
+    # by `pytreemod.sharding`; static, so the pytree's leaves are unchanged.
+    axes: tuple[str | None, str | None] | None = field(
+        static=True, default=None, repr=False
+    )
 
     def __init__(
         self,
@@ -57,7 +67,9 @@ class Embedding(Module):
         dtype: Any = None,
         *,
         key: jax.Array | None = None,
+        axes: tuple[str | None, str | None] | None = None,
     ):
+        self.axes = check_layer_axes("Embedding", axes, ("vocab", "embed"))
         if weight is None:
             if num_embeddings is None or embedding_size is None or key is None:
                 raise ValueError(

@@ -154,7 +154,9 @@ class Stacked(StatefulLayer, Generic[_Layer]):
         True
     """
 
-    layers: _Layer
+    # The leading (layer) axis of every array below is unnamed for
+    # `pytreemod.sharding`, so the layers' own axis names still fit.
+    layers: _Layer = field(axes=(None,))
     num_layers: int = field(static=True)
 
     def __init__(
