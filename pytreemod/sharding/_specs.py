@@ -175,7 +175,7 @@ def logical_specs(
         ...     act: str = pytreemod.field(static=True, default="relu")
         >>> model = Mlp(jnp.ones((8, 4)), jnp.ones((4, 8)))
         >>> logical_specs(model)
-        Mlp(up=P('mlp', 'embed'), down=P(), act='relu')
+        Mlp(up=P('mlp', 'embed'), down=P())
         >>> logical_specs(model, rules=[(r"\\.down", ("embed", "mlp"))]).down
         P('embed', 'mlp')
     """
