@@ -419,7 +419,8 @@ class Conv2d(_FixedDimsConv):
     """A two-dimensional convolution: `Conv` with `num_spatial_dims=2`.
 
     Takes `(in_channels, height, width)` and returns
-    `(out_channels, new_height, new_width)`; the arguments are those of `Conv`.
+    `(out_channels, new_height, new_width)`; the arguments are those of `Conv`
+    (the defaults written as tuples, `stride=(1, 1)`, as in Equinox).
 
     Example:
         >>> import jax
@@ -433,13 +434,44 @@ class Conv2d(_FixedDimsConv):
 
     _num_spatial_dims = 2
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1),
+        padding: PaddingLike = (0, 0),
+        dilation: int | Sequence[int] = (1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )
+
 
 class Conv3d(_FixedDimsConv):
     """A three-dimensional convolution: `Conv` with `num_spatial_dims=3`.
 
     Takes `(in_channels, depth, height, width)` and returns
     `(out_channels, new_depth, new_height, new_width)`; the arguments are those
-    of `Conv`.
+    of `Conv` (the defaults written as tuples, `stride=(1, 1, 1)`, as in
+    Equinox).
 
     Example:
         >>> import jax
@@ -452,3 +484,33 @@ class Conv3d(_FixedDimsConv):
     """
 
     _num_spatial_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1, 1),
+        padding: PaddingLike = (0, 0, 0),
+        dilation: int | Sequence[int] = (1, 1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )

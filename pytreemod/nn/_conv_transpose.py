@@ -272,8 +272,8 @@ class ConvTranspose2d(_FixedDimsConvTranspose):
 
     Takes `(in_channels, height, width)` and returns
     `(out_channels, new_height, new_width)`; the arguments are those of
-    `ConvTranspose`, but `output_padding` comes before `padding` here, as in
-    Equinox.
+    `ConvTranspose`, but `output_padding` comes before `padding` here and the
+    defaults are written as tuples (`stride=(1, 1)`), as in Equinox.
 
     Example:
         >>> import jax
@@ -288,6 +288,38 @@ class ConvTranspose2d(_FixedDimsConvTranspose):
 
     _num_spatial_dims = 2
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1),
+        output_padding: int | Sequence[int] = (0, 0),
+        padding: PaddingLike = (0, 0),
+        dilation: int | Sequence[int] = (1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            output_padding,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )
+
 
 class ConvTranspose3d(_FixedDimsConvTranspose):
     """A three-dimensional transposed convolution: `ConvTranspose` with
@@ -295,8 +327,8 @@ class ConvTranspose3d(_FixedDimsConvTranspose):
 
     Takes `(in_channels, depth, height, width)` and returns
     `(out_channels, new_depth, new_height, new_width)`; the arguments are those
-    of `ConvTranspose`, but `output_padding` comes before `padding` here, as in
-    Equinox.
+    of `ConvTranspose`, but `output_padding` comes before `padding` here and
+    the defaults are written as tuples (`stride=(1, 1, 1)`), as in Equinox.
 
     Example:
         >>> import jax
@@ -309,3 +341,35 @@ class ConvTranspose3d(_FixedDimsConvTranspose):
     """
 
     _num_spatial_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1, 1),
+        output_padding: int | Sequence[int] = (0, 0, 0),
+        padding: PaddingLike = (0, 0, 0),
+        dilation: int | Sequence[int] = (1, 1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            output_padding,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+        )
