@@ -309,8 +309,21 @@ EXPECTED = {
 # pytreemod's keyword-only additions, appended after Equinox's parameters.
 AXES = [("axes", K, None)]
 ADDED = {
+    "Conv": AXES,
+    "Conv1d": AXES,
+    "Conv2d": AXES,
+    "Conv3d": AXES,
+    "ConvTranspose": AXES,
+    "ConvTranspose1d": AXES,
+    "ConvTranspose2d": AXES,
+    "ConvTranspose3d": AXES,
     "Embedding": AXES,
+    "GroupNorm": AXES,
+    "LayerNorm": AXES,
     "Linear": AXES,
+    "MLP": AXES,
+    "MultiheadAttention": AXES,
+    "RMSNorm": AXES,
 }
 
 

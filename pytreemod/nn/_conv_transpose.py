@@ -105,6 +105,12 @@ class ConvTranspose(_AbstractConv):
         dtype: the dtype of the weight and bias; defaults to `float32`
             (`float64` when JAX runs with `jax_enable_x64`).
         key: a `jax.random` key for the initialisation (keyword only).
+        axes: optional logical axis names of `weight` for
+            `pytreemod.sharding` (keyword only), as for `Conv`: `(out_name,
+            in_name)` or one name per dimension `(out, in, *kernel)` of the
+            weight, of shape `(out_channels, in_channels // groups,
+            *kernel_size)`; the bias gets `(out_name, None, ...)`. Default
+            `None`: unnamed (replicated). Static metadata: it adds no leaf.
 
     Example:
         >>> import jax
@@ -122,6 +128,7 @@ class ConvTranspose(_AbstractConv):
     groups: int = field(static=True)
     use_bias: bool = field(static=True)
     padding_mode: str = field(static=True)
+    axes: tuple[str | None, ...] | None = field(static=True, default=None, repr=False)
 
     def __init__(
         self,
@@ -139,6 +146,7 @@ class ConvTranspose(_AbstractConv):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         super().__init__(
             num_spatial_dims,
@@ -153,6 +161,7 @@ class ConvTranspose(_AbstractConv):
             padding_mode,
             dtype,
             key=key,
+            axes=axes,
         )
         n = num_spatial_dims
         self.output_padding = as_tuple(output_padding, n, "output_padding", minimum=0)
@@ -227,6 +236,7 @@ class _FixedDimsConvTranspose(ConvTranspose):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         super().__init__(
             num_spatial_dims=self._num_spatial_dims,
@@ -242,6 +252,7 @@ class _FixedDimsConvTranspose(ConvTranspose):
             padding_mode=padding_mode,
             dtype=dtype,
             key=key,
+            axes=axes,
         )
 
 
@@ -303,6 +314,7 @@ class ConvTranspose2d(_FixedDimsConvTranspose):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         # Equinox writes these defaults as tuples; they mean the same as ints.
         super().__init__(
@@ -318,6 +330,7 @@ class ConvTranspose2d(_FixedDimsConvTranspose):
             padding_mode,
             dtype,
             key=key,
+            axes=axes,
         )
 
 
@@ -357,6 +370,7 @@ class ConvTranspose3d(_FixedDimsConvTranspose):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         # Equinox writes these defaults as tuples; they mean the same as ints.
         super().__init__(
@@ -372,4 +386,5 @@ class ConvTranspose3d(_FixedDimsConvTranspose):
             padding_mode,
             dtype,
             key=key,
+            axes=axes,
         )
