@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,7 +105,9 @@ def test_against_numpy(mode, shape):
 
 
 def test_no_affine():
-    bn, state = make_with_state(BatchNorm)(2, "batch", channelwise_affine=False)
+    bn, state = make_with_state(BatchNorm)(
+        2, "batch", channelwise_affine=False, mode="ema"
+    )
     assert bn.weight is None and bn.bias is None
     xs = jnp.array([[1.0, 2.0], [3.0, 6.0]])
     ys, _ = _batched(bn)(xs, state)
@@ -118,7 +122,7 @@ def test_batch_mode_inference_before_training_is_identity_like():
 
 
 def test_inference_mode_flag_leaves_state_unchanged():
-    bn, state = make_with_state(BatchNorm)(2, "batch")
+    bn, state = make_with_state(BatchNorm)(2, "batch", mode="ema")
     xs = jnp.array([[1.0, 2.0], [3.0, 6.0]])
     _, state = _batched(bn)(xs, state)
     before = [leaf.tolist() for leaf in jax.tree_util.tree_leaves(state)]
@@ -142,7 +146,7 @@ def test_with_filter_vmap_and_several_axis_names():
 
 
 def test_gradients_are_finite():
-    bn, state = make_with_state(BatchNorm)(3, "batch")
+    bn, state = make_with_state(BatchNorm)(3, "batch", mode="ema")
     xs = jax.random.normal(jax.random.key(1), (4, 3))
 
     @pytreemod.filter_value_and_grad(has_aux=True)
@@ -157,7 +161,7 @@ def test_gradients_are_finite():
 
 
 def test_stats_keep_the_layer_dtype():
-    bn, state = make_with_state(BatchNorm)(2, "batch", dtype=jnp.bfloat16)
+    bn, state = make_with_state(BatchNorm)(2, "batch", dtype=jnp.bfloat16, mode="ema")
     assert bn.weight.dtype == jnp.bfloat16
     xs = jnp.ones((3, 2), jnp.bfloat16)
     ys, state = _batched(bn)(xs, state)
@@ -168,7 +172,7 @@ def test_stats_keep_the_layer_dtype():
 
 @pytest.mark.parametrize("vmap_name", [None, "other"])
 def test_without_a_matching_vmap_axis_is_a_clear_error(vmap_name):
-    bn, state = make_with_state(BatchNorm)(2, "batch")
+    bn, state = make_with_state(BatchNorm)(2, "batch", mode="ema")
     with pytest.raises(NameError, match=r"axis_name='batch'"):
         if vmap_name is None:
             bn(jnp.ones(2), state)
@@ -179,7 +183,7 @@ def test_without_a_matching_vmap_axis_is_a_clear_error(vmap_name):
 
 
 def test_wrong_input_shape():
-    bn, state = make_with_state(BatchNorm)(3, "batch")
+    bn, state = make_with_state(BatchNorm)(3, "batch", mode="ema")
     with pytest.raises(ValueError, match=r"BatchNorm\(3\): `x` must have shape"):
         _batched(bn)(jnp.ones((2, 4)), state)
 
@@ -187,15 +191,45 @@ def test_wrong_input_shape():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"mode": "legacy"}, "`mode` must be one of 'ema', 'batch'"),
+        ({"mode": "fast"}, r"^Invalid mode, must be 'ema' or 'batch'\. "),
         ({"momentum": 1.0}, r"`momentum` must be in \[0, 1\)"),
         ({"input_size": 0}, "`input_size` must be a positive int"),
     ],
 )
 def test_bad_arguments(kwargs, match):
-    arguments = {"input_size": 2, "axis_name": "batch", **kwargs}
+    arguments = {"input_size": 2, "axis_name": "batch", "mode": "ema", **kwargs}
     with pytest.raises(ValueError, match=match):
         BatchNorm(**arguments)
+
+
+def test_mode_left_out_is_ema_with_equinox_warning():
+    # Equinox 0.13.8 defaults to mode="legacy": "ema", plus a UserWarning that
+    # code filters on by its first sentence.
+    first = (
+        r"^When `eqx\.nn\.BatchNorm\(\.\.\., mode=\.\.\.\)` is unspecified it "
+        r"defaults to 'ema', for backward compatibility\. "
+    )
+    with pytest.warns(UserWarning, match=first) as record:
+        implicit, implicit_state = make_with_state(BatchNorm)(2, "batch")
+    # It points at the line that built the layer, not into pytreemod.
+    assert [w.filename for w in record] == [__file__]
+    with pytest.warns(UserWarning, match=first):
+        legacy = BatchNorm(2, "batch", mode="legacy")
+    explicit, explicit_state = make_with_state(BatchNorm)(2, "batch", mode="ema")
+    assert implicit.mode == legacy.mode == "ema"
+    assert implicit.ema_state_index is not None and implicit.batch_counter is None
+    xs = jnp.array([[1.0, 2.0], [3.0, 7.0]])
+    ys, implicit_state = _batched(implicit)(xs, implicit_state)
+    want, explicit_state = _batched(explicit)(xs, explicit_state)
+    np.testing.assert_array_equal(ys, want)
+    assert pytreemod.tree_equal(implicit_state, explicit_state)
+
+
+@pytest.mark.parametrize("mode", ["ema", "batch"])
+def test_explicit_mode_does_not_warn(mode):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert BatchNorm(2, "batch", mode=mode).mode == mode
 
 
 def test_equinox_signature_and_state_layout():

@@ -25,7 +25,9 @@ class Outer(pytreemod.Module):
 
 def _model():
     key = jax.random.key(0)
-    block = Block(BatchNorm(3, "batch"), Dropout(0.5), Linear(3, 3, key=key))
+    block = Block(
+        BatchNorm(3, "batch", mode="ema"), Dropout(0.5), Linear(3, 3, key=key)
+    )
     return {
         "blocks": [block, Outer(Sequential([Dropout(0.1), block]))],
         "static": StaticFlag(jnp.ones(2)),

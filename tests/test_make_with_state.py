@@ -118,7 +118,7 @@ def test_a_shared_index_is_one_entry():
 
 
 def test_shared_batch_norm_layer_is_one_entry():
-    bn = pytreemod.nn.BatchNorm(2, "batch")
+    bn = pytreemod.nn.BatchNorm(2, "batch", mode="ema")
     model, state = make_with_state(lambda: [bn, bn])()
     # ema mode: a first-time flag and (mean, var).
     assert len(jax.tree_util.tree_leaves(state)) == 3

@@ -141,7 +141,7 @@ def test_batch_norm_blocks_under_filter_vmap_and_filter_jit():
 
         def __init__(self, key):
             self.linear = ptm.nn.Linear(WIDTH, WIDTH, key=key)
-            self.bn = ptm.nn.BatchNorm(WIDTH, axis_name="batch")
+            self.bn = ptm.nn.BatchNorm(WIDTH, axis_name="batch", mode="ema")
 
         def __call__(self, x, state, *, key=None):
             y, state = self.bn(self.linear(x), state)

@@ -2,7 +2,7 @@
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -14,7 +14,7 @@ from .._module._field import field
 from .._module._module import Module
 from ._dropout import Dropout
 from ._init import resolve_dtype
-from ._linear import Linear
+from ._linear import Linear, check_layer_axes
 
 ProcessHeads = Callable[
     [jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]
@@ -25,6 +25,40 @@ _DETERMINISTIC = (
     "MultiheadAttention()(deterministic=...) is deprecated in favour of "
     "MultiheadAttention()(inference=...)"
 )
+
+
+_PROJECTIONS = ("query", "key", "value", "output")
+
+AttentionAxes = Mapping[str, tuple[str | None, str | None] | None]
+
+
+def _projection_axes(axes: AttentionAxes | None) -> dict[str, Any]:
+    """`MultiheadAttention(axes=...)` checked: a mapping from some of
+    `_PROJECTIONS` to the `axes=` of that projection's `Linear`."""
+    if axes is None:
+        return {}
+    if not isinstance(axes, Mapping):
+        raise TypeError(
+            "`MultiheadAttention(axes=...)` must be a dict from 'query', 'key', "
+            "'value', 'output' to each projection's `Linear(axes=...)`, e.g. "
+            '`{"query": ("heads", "embed"), ..., "output": ("embed", "heads")}`; '
+            f"got {axes!r}."
+        )
+    unknown = sorted(set(axes) - set(_PROJECTIONS), key=str)
+    if unknown:
+        raise ValueError(
+            f"`MultiheadAttention(axes=...)` has unknown keys {unknown}; the "
+            "projections are 'query', 'key', 'value' and 'output'."
+        )
+    return {
+        name: check_layer_axes(
+            "MultiheadAttention",
+            names,
+            ("out", "in"),
+            what=f"`MultiheadAttention(axes={{{name!r}: ...}})`",
+        )
+        for name, names in axes.items()
+    }
 
 
 class MultiheadAttention(Module):
@@ -57,6 +91,15 @@ class MultiheadAttention(Module):
         dtype: the dtype of the parameters; defaults to `float32` (`float64`
             when JAX runs with `jax_enable_x64`).
         key: a `jax.random` key for the initialisation (keyword only).
+        axes: optional logical axis names for `pytreemod.sharding` (keyword
+            only): a dict from `"query"`, `"key"`, `"value"`, `"output"` to
+            that projection's `Linear(axes=(out_name, in_name))`; a projection
+            left out is unnamed. The usual tensor-parallel layout splits the
+            heads:
+            `{"query": ("heads", "embed"), "key": ("heads", "embed"),
+            "value": ("heads", "embed"), "output": ("embed", "heads")}`.
+            Default `None`: all unnamed (replicated). Static metadata, held by
+            the projections: it adds no leaf.
 
     Example:
         >>> import jax
@@ -106,7 +149,9 @@ class MultiheadAttention(Module):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: AttentionAxes | None = None,
     ):
+        names = _projection_axes(axes)
         if (
             isinstance(num_heads, bool)
             or not isinstance(num_heads, int)
@@ -129,16 +174,36 @@ class MultiheadAttention(Module):
         dtype = resolve_dtype(dtype)
         query_key, key_key, value_key, output_key = jr.split(key, 4)
         self.query_proj = Linear(
-            query_size, num_heads * qk_size, use_query_bias, dtype, key=query_key
+            query_size,
+            num_heads * qk_size,
+            use_query_bias,
+            dtype,
+            key=query_key,
+            axes=names.get("query"),
         )
         self.key_proj = Linear(
-            key_size, num_heads * qk_size, use_key_bias, dtype, key=key_key
+            key_size,
+            num_heads * qk_size,
+            use_key_bias,
+            dtype,
+            key=key_key,
+            axes=names.get("key"),
         )
         self.value_proj = Linear(
-            value_size, num_heads * vo_size, use_value_bias, dtype, key=value_key
+            value_size,
+            num_heads * vo_size,
+            use_value_bias,
+            dtype,
+            key=value_key,
+            axes=names.get("value"),
         )
         self.output_proj = Linear(
-            num_heads * vo_size, output_size, use_output_bias, dtype, key=output_key
+            num_heads * vo_size,
+            output_size,
+            use_output_bias,
+            dtype,
+            key=output_key,
+            axes=names.get("output"),
         )
         self.dropout = Dropout(dropout_p, inference=inference)
         self.num_heads = num_heads

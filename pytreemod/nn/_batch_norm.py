@@ -11,6 +11,7 @@ from jax import lax
 from .._module._field import field
 from .._state._index import StateIndex
 from .._state._state import State
+from ._checks import warn_at_caller
 from ._init import resolve_dtype
 from ._stateful import StatefulLayer
 
@@ -23,6 +24,16 @@ map the model over the batch and give the axis that name, e.g.
     )(xs, state)
 or `jax.vmap(..., axis_name={axis_name!r})`. The name must match
 `BatchNorm(..., axis_name={axis_name!r})`."""
+
+# The first sentence is Equinox's, word for word: code filters on it.
+LEGACY_MODE_WARNING = """\
+When `eqx.nn.BatchNorm(..., mode=...)` is unspecified it defaults to 'ema', \
+for backward compatibility. pytreemod does the same: this layer keeps moving \
+averages and normalises by them in training. Pass `mode` explicitly to \
+silence this warning:
+    BatchNorm(..., mode="batch")  # normalise by the batch statistics (often
+                                  # faster, as in PyTorch and Flax)
+    BatchNorm(..., mode="ema")    # keep the current behaviour"""
 
 
 def _channel_mean(y: jax.Array) -> jax.Array:
@@ -69,7 +80,9 @@ class BatchNorm(StatefulLayer):
             unchanged; `pytreemod.nn.inference_mode` sets it.
         dtype: the dtype of the parameters and statistics; defaults to
             `float32` (`float64` with `jax_enable_x64`).
-        mode: `"ema"` (the default) or `"batch"`, as above.
+        mode: `"ema"` or `"batch"`, as above. Left out (`"legacy"`, the
+            default, as in Equinox) it is `"ema"` with a `UserWarning` that
+            asks for an explicit choice.
 
     Example:
         >>> import jax
@@ -110,10 +123,16 @@ class BatchNorm(StatefulLayer):
         momentum: float = 0.99,
         inference: bool = False,
         dtype: Any = None,
-        mode: Literal["ema", "batch"] = "ema",
+        mode: Literal["ema", "batch", "legacy"] = "legacy",
     ) -> None:
+        if mode == "legacy":
+            warn_at_caller(LEGACY_MODE_WARNING, UserWarning)
+            mode = "ema"
         if mode not in ("ema", "batch"):
-            raise ValueError(f"`mode` must be one of 'ema', 'batch'; got {mode!r}")
+            raise ValueError(
+                "Invalid mode, must be 'ema' or 'batch'. `BatchNorm(mode=...)` "
+                f"got {mode!r}; leave it out for 'ema' (with a warning)."
+            )
         if not isinstance(input_size, int) or input_size < 1:
             raise ValueError(
                 f"`input_size` must be a positive int (the number of channels); "

@@ -6,6 +6,9 @@ in terms of the layer instead of as a failed matrix multiplication deep
 inside a trace.
 """
 
+import os
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,3 +40,19 @@ def check_shape(
     raise ValueError(
         f"{layer}: `{name}` must have shape {expected}; got shape {shape}.{hint}"
     )
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """`warnings.warn` attributed to the first frame outside pytreemod: a
+    layer's constructor runs under `Module`'s metaclass (and perhaps
+    `make_with_state`), so a fixed `stacklevel` would point into pytreemod
+    instead of at the line that built the layer."""
+    level = 2  # 1 is this function, 2 its caller
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

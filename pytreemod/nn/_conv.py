@@ -17,7 +17,7 @@ import numpy as np
 from jax import lax
 
 from .._module._abstract import AbstractClassVar, AbstractVar
-from .._module._field import field
+from .._module._field import check_axes, field
 from .._module._module import Module
 from ._init import fan_in_limit, resolve_dtype, uniform_init
 
@@ -187,6 +187,23 @@ def explicit_padding(
     return padding
 
 
+def conv_axes(
+    layer: str, axes: Sequence[str | None] | None, n: int
+) -> tuple[str | None, ...] | None:
+    """A convolution's `axes=` checked and completed to one name per weight
+    dimension: `(out, in)` leaves the `n` kernel dimensions unnamed."""
+    if axes is None:
+        return None
+    axes = check_axes(axes, f"`{layer}(axes=...)`")
+    if callable(axes) or len(axes) not in (2, 2 + n):
+        raise ValueError(
+            f"`{layer}(axes=...)` takes 2 logical names, for (out, in), or "
+            f"{2 + n}, one per dimension of the weight (out, in, "
+            f"{', '.join(f'kernel_{i + 1}' for i in range(n))}); got {axes!r}."
+        )
+    return tuple(axes) + (None,) * (2 + n - len(axes))
+
+
 class _AbstractConv(Module):
     """What `Conv` and `ConvTranspose` share: the arguments they parse, their
     weight and bias and how those start, and the checks on the input.
@@ -196,8 +213,8 @@ class _AbstractConv(Module):
     """
 
     num_spatial_dims: int = field(static=True)
-    weight: jax.Array
-    bias: jax.Array | None
+    weight: jax.Array = field(axes=lambda self: self.axes)
+    bias: jax.Array | None = field(axes=lambda self: self._bias_axes())
     in_channels: int = field(static=True)
     out_channels: int = field(static=True)
     kernel_size: tuple[int, ...] = field(static=True)
@@ -209,6 +226,10 @@ class _AbstractConv(Module):
     groups: AbstractVar[int]
     use_bias: AbstractVar[bool]
     padding_mode: AbstractVar[str]
+    # pytreemod extension: logical names of the weight's dimensions
+    # (out, in, *spatial), read by `pytreemod.sharding`; a static field
+    # declared last by each subclass, so the pytree's leaves are unchanged.
+    axes: AbstractVar[tuple[str | None, ...] | None]
 
     def __init__(
         self,
@@ -225,8 +246,10 @@ class _AbstractConv(Module):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         n = num_spatial_dims
+        self.axes = conv_axes(type(self).__name__, axes, n)
         self.num_spatial_dims = n
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -246,6 +269,13 @@ class _AbstractConv(Module):
         self.weight = uniform_init(weight_key, weight_shape, dtype, lim)
         bias_shape = (out_channels,) + (1,) * n
         self.bias = uniform_init(bias_key, bias_shape, dtype, lim) if use_bias else None
+
+    def _bias_axes(self) -> tuple[str | None, ...] | None:
+        """The bias, of shape `(out_channels, 1, ..., 1)`, is named by the
+        weight's first name; its size-1 dimensions stay unnamed."""
+        if self.axes is None:
+            return None
+        return self.axes[:1] + (None,) * (len(self.axes) - 2)
 
     def _name(self) -> str:
         return (
@@ -310,6 +340,12 @@ class Conv(_AbstractConv):
         dtype: the dtype of the weight and bias; defaults to `float32`
             (`float64` when JAX runs with `jax_enable_x64`).
         key: a `jax.random` key for the initialisation (keyword only).
+        axes: optional logical axis names of `weight` for
+            `pytreemod.sharding` (keyword only): `(out_name, in_name)`, or
+            one name per weight dimension `(out, in, *kernel)`; the bias gets
+            `(out_name, None, ...)`. E.g. `("channels_out", "channels_in")`.
+            Default `None`: unnamed (replicated). Static metadata: it adds
+            no leaf.
 
     Example:
         >>> import jax
@@ -328,6 +364,7 @@ class Conv(_AbstractConv):
     groups: int = field(static=True)
     use_bias: bool = field(static=True)
     padding_mode: str = field(static=True)
+    axes: tuple[str | None, ...] | None = field(static=True, default=None, repr=False)
 
     def _convolve(self, x: jax.Array, name: str) -> jax.Array:
         window = dilated_kernel(self.kernel_size, self.dilation)
@@ -380,6 +417,7 @@ class _FixedDimsConv(Conv):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         super().__init__(
             num_spatial_dims=self._num_spatial_dims,
@@ -394,6 +432,7 @@ class _FixedDimsConv(Conv):
             padding_mode=padding_mode,
             dtype=dtype,
             key=key,
+            axes=axes,
         )
 
 
@@ -419,7 +458,8 @@ class Conv2d(_FixedDimsConv):
     """A two-dimensional convolution: `Conv` with `num_spatial_dims=2`.
 
     Takes `(in_channels, height, width)` and returns
-    `(out_channels, new_height, new_width)`; the arguments are those of `Conv`.
+    `(out_channels, new_height, new_width)`; the arguments are those of `Conv`
+    (the defaults written as tuples, `stride=(1, 1)`, as in Equinox).
 
     Example:
         >>> import jax
@@ -433,13 +473,46 @@ class Conv2d(_FixedDimsConv):
 
     _num_spatial_dims = 2
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1),
+        padding: PaddingLike = (0, 0),
+        dilation: int | Sequence[int] = (1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+        axes: Sequence[str | None] | None = None,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+            axes=axes,
+        )
+
 
 class Conv3d(_FixedDimsConv):
     """A three-dimensional convolution: `Conv` with `num_spatial_dims=3`.
 
     Takes `(in_channels, depth, height, width)` and returns
     `(out_channels, new_depth, new_height, new_width)`; the arguments are those
-    of `Conv`.
+    of `Conv` (the defaults written as tuples, `stride=(1, 1, 1)`, as in
+    Equinox).
 
     Example:
         >>> import jax
@@ -452,3 +525,35 @@ class Conv3d(_FixedDimsConv):
     """
 
     _num_spatial_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1, 1),
+        padding: PaddingLike = (0, 0, 0),
+        dilation: int | Sequence[int] = (1, 1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+        axes: Sequence[str | None] | None = None,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+            axes=axes,
+        )

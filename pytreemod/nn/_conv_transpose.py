@@ -105,6 +105,12 @@ class ConvTranspose(_AbstractConv):
         dtype: the dtype of the weight and bias; defaults to `float32`
             (`float64` when JAX runs with `jax_enable_x64`).
         key: a `jax.random` key for the initialisation (keyword only).
+        axes: optional logical axis names of `weight` for
+            `pytreemod.sharding` (keyword only), as for `Conv`: `(out_name,
+            in_name)` or one name per dimension `(out, in, *kernel)` of the
+            weight, of shape `(out_channels, in_channels // groups,
+            *kernel_size)`; the bias gets `(out_name, None, ...)`. Default
+            `None`: unnamed (replicated). Static metadata: it adds no leaf.
 
     Example:
         >>> import jax
@@ -122,6 +128,7 @@ class ConvTranspose(_AbstractConv):
     groups: int = field(static=True)
     use_bias: bool = field(static=True)
     padding_mode: str = field(static=True)
+    axes: tuple[str | None, ...] | None = field(static=True, default=None, repr=False)
 
     def __init__(
         self,
@@ -139,6 +146,7 @@ class ConvTranspose(_AbstractConv):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         super().__init__(
             num_spatial_dims,
@@ -153,6 +161,7 @@ class ConvTranspose(_AbstractConv):
             padding_mode,
             dtype,
             key=key,
+            axes=axes,
         )
         n = num_spatial_dims
         self.output_padding = as_tuple(output_padding, n, "output_padding", minimum=0)
@@ -227,6 +236,7 @@ class _FixedDimsConvTranspose(ConvTranspose):
         dtype: Any = None,
         *,
         key: jax.Array,
+        axes: Sequence[str | None] | None = None,
     ):
         super().__init__(
             num_spatial_dims=self._num_spatial_dims,
@@ -242,6 +252,7 @@ class _FixedDimsConvTranspose(ConvTranspose):
             padding_mode=padding_mode,
             dtype=dtype,
             key=key,
+            axes=axes,
         )
 
 
@@ -272,8 +283,8 @@ class ConvTranspose2d(_FixedDimsConvTranspose):
 
     Takes `(in_channels, height, width)` and returns
     `(out_channels, new_height, new_width)`; the arguments are those of
-    `ConvTranspose`, but `output_padding` comes before `padding` here, as in
-    Equinox.
+    `ConvTranspose`, but `output_padding` comes before `padding` here and the
+    defaults are written as tuples (`stride=(1, 1)`), as in Equinox.
 
     Example:
         >>> import jax
@@ -288,6 +299,40 @@ class ConvTranspose2d(_FixedDimsConvTranspose):
 
     _num_spatial_dims = 2
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1),
+        output_padding: int | Sequence[int] = (0, 0),
+        padding: PaddingLike = (0, 0),
+        dilation: int | Sequence[int] = (1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+        axes: Sequence[str | None] | None = None,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            output_padding,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+            axes=axes,
+        )
+
 
 class ConvTranspose3d(_FixedDimsConvTranspose):
     """A three-dimensional transposed convolution: `ConvTranspose` with
@@ -295,8 +340,8 @@ class ConvTranspose3d(_FixedDimsConvTranspose):
 
     Takes `(in_channels, depth, height, width)` and returns
     `(out_channels, new_depth, new_height, new_width)`; the arguments are those
-    of `ConvTranspose`, but `output_padding` comes before `padding` here, as in
-    Equinox.
+    of `ConvTranspose`, but `output_padding` comes before `padding` here and
+    the defaults are written as tuples (`stride=(1, 1, 1)`), as in Equinox.
 
     Example:
         >>> import jax
@@ -309,3 +354,37 @@ class ConvTranspose3d(_FixedDimsConvTranspose):
     """
 
     _num_spatial_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = (1, 1, 1),
+        output_padding: int | Sequence[int] = (0, 0, 0),
+        padding: PaddingLike = (0, 0, 0),
+        dilation: int | Sequence[int] = (1, 1, 1),
+        groups: int = 1,
+        use_bias: bool = True,
+        padding_mode: str = "ZEROS",
+        dtype: Any = None,
+        *,
+        key: jax.Array,
+        axes: Sequence[str | None] | None = None,
+    ):
+        # Equinox writes these defaults as tuples; they mean the same as ints.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            output_padding,
+            padding,
+            dilation,
+            groups,
+            use_bias,
+            padding_mode,
+            dtype,
+            key=key,
+            axes=axes,
+        )

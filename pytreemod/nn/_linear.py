@@ -49,8 +49,10 @@ class Linear(Module):
     """
 
     weight: jax.Array = field(axes=lambda self: self.axes)
+    # The bias takes the weight's names but the last (`in`): `(out,)`, or
+    # `(None, out)` for the hidden layers `MLP(scan=True)` stacks.
     bias: jax.Array | None = field(
-        axes=lambda self: None if self.axes is None else self.axes[:1]
+        axes=lambda self: None if self.axes is None else self.axes[:-1]
     )
     in_features: int | Literal["scalar"] = field(static=True)
     out_features: int | Literal["scalar"] = field(static=True)
@@ -159,15 +161,19 @@ class Identity(Module):
         return x
 
 
-def check_layer_axes(layer: str, axes: object, names: tuple[str, ...]) -> Any:
+def check_layer_axes(
+    layer: str, axes: object, names: tuple[str, ...], *, what: str | None = None
+) -> Any:
     """A layer's `axes=` argument checked: `None`, or one logical name (or
-    `None`) for each of `names`."""
+    `None`) for each of `names`. Errors call the argument `what`, by default
+    `` `{layer}(axes=...)` ``."""
     if axes is None:
         return None
-    axes = check_axes(axes, f"`{layer}(axes=...)`")
+    what = f"`{layer}(axes=...)`" if what is None else what
+    axes = check_axes(axes, what)
     if callable(axes) or len(axes) != len(names):
+        count = f"{len(names)} logical name{'' if len(names) == 1 else 's'}"
         raise ValueError(
-            f"`{layer}(axes=...)` takes {len(names)} logical names, for "
-            f"({', '.join(names)}); got {axes!r}."
+            f"{what} takes {count}, for ({', '.join(names)}); got {axes!r}."
         )
     return axes

@@ -1,6 +1,6 @@
 """`MLP`, a multi-layer perceptron built from `Linear` layers."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import jax
@@ -13,7 +13,39 @@ from .._module._module import Module
 from .._transform._vmap import filter_vmap
 from ._checks import check_shape
 from ._init import resolve_dtype
-from ._linear import Linear
+from ._linear import Linear, check_layer_axes
+
+LayerAxes = tuple[str | None, str | None] | None
+
+
+def _layer_axes(
+    axes: Sequence[LayerAxes] | None, depth: int, scan: bool
+) -> list[LayerAxes]:
+    """`MLP(axes=...)` checked: one `Linear` `axes` (or `None`) per layer."""
+    if axes is None:
+        return [None] * (depth + 1)
+    if isinstance(axes, str) or not isinstance(axes, Sequence):
+        raise TypeError(
+            "`MLP(axes=...)` must be a list with one `Linear(axes=...)` (or "
+            f"`None`) per layer, {depth + 1} for depth={depth}; got {axes!r}."
+        )
+    if len(axes) != depth + 1:
+        raise ValueError(
+            f"`MLP(axes=...)` needs one entry per layer, {depth + 1} for "
+            f"depth={depth} (input, {depth - 1 if depth else 0} hidden, output); "
+            f"got {len(axes)}: {axes!r}."
+        )
+    names = [
+        check_layer_axes("MLP", a, ("out", "in"), what=f"`MLP(axes=...)[{i}]`")
+        for i, a in enumerate(axes)
+    ]
+    if scan and len(set(names[1:depth])) > 1:
+        raise ValueError(
+            "`MLP(scan=True)` stacks its hidden layers into one `Linear`, so "
+            f"they share one `axes`; got {names[1:depth]!r} for layers 1 to "
+            f"{depth - 1}. Give them equal names, or use `scan=False`."
+        )
+    return names
 
 
 def _identity(x: Any) -> Any:
@@ -74,6 +106,14 @@ class MLP(Module):
             stacked parameters and applied with `jax.lax.scan`, which compiles
             faster for large `depth` (keyword only).
         key: a `jax.random` key for the initialisation (keyword only).
+        axes: optional logical axis names for `pytreemod.sharding` (keyword
+            only): one `Linear(axes=(out_name, in_name))` per layer, `depth +
+            1` in all (an entry may be `None`), e.g. for `depth=1`
+            `[("mlp", "embed"), ("embed", "mlp")]`. With `scan=True` the
+            hidden layers share one entry, and their stacked arrays get an
+            unnamed leading layer dimension. Default `None`: unnamed
+            (replicated). Static metadata, held by the `Linear`s: it adds no
+            leaf.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -111,27 +151,60 @@ class MLP(Module):
         *,
         scan: bool = False,
         key: jax.Array,
+        axes: Sequence[LayerAxes] | None = None,
     ):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"`depth` must be a non-negative int; got {depth!r}.")
+        names = _layer_axes(axes, depth, scan)
         dtype = resolve_dtype(dtype)
         keys = jr.split(key, depth + 1)
         if depth == 0:
             layers = [
-                Linear(in_size, out_size, use_final_bias, dtype=dtype, key=keys[0])
+                Linear(
+                    in_size,
+                    out_size,
+                    use_final_bias,
+                    dtype=dtype,
+                    key=keys[0],
+                    axes=names[0],
+                )
             ]
         else:
 
-            def hidden(k: jax.Array) -> Linear:
-                return Linear(width_size, width_size, use_bias, dtype=dtype, key=k)
+            def hidden(k: jax.Array, i: int) -> Linear:
+                return Linear(
+                    width_size, width_size, use_bias, dtype=dtype, key=k, axes=names[i]
+                )
 
-            layers = [Linear(in_size, width_size, use_bias, dtype=dtype, key=keys[0])]
+            layers = [
+                Linear(
+                    in_size,
+                    width_size,
+                    use_bias,
+                    dtype=dtype,
+                    key=keys[0],
+                    axes=names[0],
+                )
+            ]
             if scan:
-                layers.append(jax.vmap(hidden)(keys[1:depth]))
+                stacked = jax.vmap(lambda k: hidden(k, 1))(keys[1:depth])
+                if names[1] is not None:
+                    # The stacked arrays have a leading layer dimension: name
+                    # it `None`. `stacked` is a fresh copy made by `vmap`, so
+                    # writing its static field changes nothing anyone holds.
+                    object.__setattr__(stacked, "axes", (None, *names[1]))
+                layers.append(stacked)
             else:
-                layers.extend(hidden(keys[i]) for i in range(1, depth))
+                layers.extend(hidden(keys[i], i) for i in range(1, depth))
             layers.append(
-                Linear(width_size, out_size, use_final_bias, dtype=dtype, key=keys[-1])
+                Linear(
+                    width_size,
+                    out_size,
+                    use_final_bias,
+                    dtype=dtype,
+                    key=keys[-1],
+                    axes=names[-1],
+                )
             )
         self.layers = tuple(layers)
         self.activation = _copies(activation, (depth, width_size))

@@ -19,6 +19,7 @@ import numpy as np
 from .._module._field import field
 from ._checks import check_shape
 from ._init import resolve_dtype
+from ._linear import check_layer_axes
 from ._stateful import StatefulLayer
 
 
@@ -108,8 +109,12 @@ class _ElementwiseNorm(_StatelessNorm):
     eps: float = field(static=True)
     use_weight: bool = field(static=True)
     use_bias: bool = field(static=True)
-    weight: jax.Array | None
-    bias: jax.Array | None
+    weight: jax.Array | None = field(axes=lambda self: self.axes)
+    bias: jax.Array | None = field(axes=lambda self: self.axes)
+    # pytreemod extension: logical names of the dimensions of `shape` (those
+    # of `weight` and `bias`), read by `pytreemod.sharding`; static, so the
+    # pytree's leaves are unchanged.
+    axes: tuple[str | None, ...] | None = field(static=True, default=None, repr=False)
 
     def __init__(
         self,
@@ -118,9 +123,16 @@ class _ElementwiseNorm(_StatelessNorm):
         use_weight: bool = True,
         use_bias: bool = True,
         dtype: Any = None,
+        *,
+        axes: Sequence[str | None] | None = None,
     ):
         dtype = resolve_dtype(dtype)
         self.shape = _as_shape(shape)
+        self.axes = check_layer_axes(
+            type(self).__name__,
+            axes,
+            tuple(f"shape[{i}]" for i in range(len(self.shape))),
+        )
         self.eps = eps
         self.use_weight = use_weight
         self.use_bias = use_bias
@@ -163,6 +175,10 @@ class LayerNorm(_ElementwiseNorm):
             (`float64` with `jax_enable_x64`).
         elementwise_affine: the deprecated name, kept as Equinox keeps it,
             for setting `use_weight` and `use_bias` together (warns).
+        axes: optional logical axis names of `weight` and `bias` for
+            `pytreemod.sharding` (keyword only): one name (or `None`) per
+            dimension of `shape`, e.g. `("embed",)`. Default `None`: unnamed
+            (replicated). Static metadata: it adds no leaf.
 
     Example:
         >>> import jax.numpy as jnp
@@ -182,11 +198,12 @@ class LayerNorm(_ElementwiseNorm):
         dtype: Any = None,
         *,
         elementwise_affine: bool | None = None,
+        axes: Sequence[str | None] | None = None,
     ):
         if elementwise_affine is not None:
             warnings.warn(_ELEMENTWISE_AFFINE, DeprecationWarning, stacklevel=2)
             use_weight = use_bias = elementwise_affine
-        super().__init__(shape, eps, use_weight, use_bias, dtype)
+        super().__init__(shape, eps, use_weight, use_bias, dtype, axes=axes)
 
     def _normalise(self, y: jax.Array) -> jax.Array:
         var = jnp.maximum(jnp.var(y), 0)
@@ -208,6 +225,10 @@ class RMSNorm(_ElementwiseNorm):
         use_bias: whether to learn `bias`.
         dtype: the dtype of `weight` and `bias`; defaults to `float32`
             (`float64` with `jax_enable_x64`).
+        axes: optional logical axis names of `weight` and `bias` for
+            `pytreemod.sharding` (keyword only): one name (or `None`) per
+            dimension of `shape`, e.g. `("embed",)`. Default `None`: unnamed
+            (replicated). Static metadata: it adds no leaf.
 
     Example:
         >>> import jax.numpy as jnp
@@ -240,6 +261,11 @@ class GroupNorm(_StatelessNorm):
         channelwise_affine: whether to learn `weight` and `bias`.
         dtype: the dtype of `weight` and `bias`; defaults to `float32`
             (`float64` with `jax_enable_x64`).
+        axes: optional logical axis name of the channels for
+            `pytreemod.sharding` (keyword only), a 1-tuple such as
+            `("channels",)`: `weight` and `bias`, of shape `(channels,)`, get
+            it. Default `None`: unnamed (replicated). Static metadata: it adds
+            no leaf.
 
     Example:
         >>> import jax.numpy as jnp
@@ -255,8 +281,11 @@ class GroupNorm(_StatelessNorm):
     channels: int | None = field(static=True)
     eps: float = field(static=True)
     channelwise_affine: bool = field(static=True)
-    weight: jax.Array | None
-    bias: jax.Array | None
+    weight: jax.Array | None = field(axes=lambda self: self.axes)
+    bias: jax.Array | None = field(axes=lambda self: self.axes)
+    # pytreemod extension: the logical name of the channel axis of `weight`
+    # and `bias`, read by `pytreemod.sharding`; static, so no new leaf.
+    axes: tuple[str | None] | None = field(static=True, default=None, repr=False)
 
     def __init__(
         self,
@@ -265,7 +294,10 @@ class GroupNorm(_StatelessNorm):
         eps: float = 1e-5,
         channelwise_affine: bool = True,
         dtype: Any = None,
+        *,
+        axes: Sequence[str | None] | None = None,
     ):
+        self.axes = check_layer_axes("GroupNorm", axes, ("channels",))
         if groups < 1:
             raise ValueError(f"`groups` must be at least 1; got {groups}.")
         if channels is not None and channels % groups != 0:
