@@ -334,3 +334,15 @@ def test_calls_with_non_array_outputs_stay_on_jaxs_cpp_dispatch(monkeypatch):
     assert tag == "done" and out_model.name == "affine"
     assert y.tolist() == X.tolist()
     assert calls == []
+
+
+def test_an_unhashable_uncopyable_static_field_is_a_clear_error():
+    import threading
+
+    class Locked(eqx.Module):
+        x: jax.Array
+        guards: dict = eqx.field(static=True)
+
+    f = eqx.filter_jit(lambda m: m.x + 1)
+    with pytest.raises(ValueError, match=r"(?s)static field of a `Locked`.*copied"):
+        f(Locked(X, {"lock": threading.Lock()}))

@@ -50,6 +50,14 @@ set, `frozen=True` on a dataclass), if it really is configuration; or
 `static=True`), so that they are traced."""
 
 
+_UNCOPYABLE = """\
+A static field of a `{node}` holds an unhashable value that cannot be copied \
+({error}). filter_jit compares unhashable static fields with a copy taken \
+when it traces, so that mutating them in place traces again. Make the value \
+hashable (a tuple, a frozenset, a frozen dataclass), or make the field a \
+regular (not `static=True`) one."""
+
+
 class StaticValueError(ValueError, TypeError):
     """A static value of a `filter_jit` call that cannot key a compiled
     function (unhashable, an array, or an `==` that is not a bool). A
@@ -196,7 +204,14 @@ def _copied(treedef: Any) -> Any:
         return treedef
     node_type, aux = data
     if not _hashable(aux):
-        aux = copy.deepcopy(aux)
+        try:
+            aux = copy.deepcopy(aux)
+        except Exception as error:  # an uncopyable value (a lock, a file...)
+            raise StaticValueError(
+                _UNCOPYABLE.format(
+                    node=node_type.__name__, error=f"{type(error).__name__}: {error}"
+                )
+            ) from None
     children = [_copied(child) for child in treedef.children()]
     return jax.tree_util.PyTreeDef.from_node_data_and_children(
         jax.tree_util.default_registry, (node_type, aux), children
