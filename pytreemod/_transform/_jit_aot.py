@@ -9,13 +9,12 @@ values, shapes and dtypes), saying what differs if not; the plan in JAX's
 output treedef rebuilds the output, non-array leaves included.
 """
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 
-from ._jit_trace import SILENCED_DONATION
+from ._jit_trace import quietly
 from ._retrace import TraceRecord, describe_difference
 from ._static import ARRAY, kinds_of
 
@@ -65,10 +64,7 @@ def lower(
 ) -> "Lowered":
     """Lower the entry `jitted` for `arrays`, the leaves of the call `tree`
     (`(fun, args, kwargs)`, arguments bound by `bind`)."""
-    with warnings.catch_warnings():
-        if quiet:
-            warnings.filterwarnings("ignore", message=SILENCED_DONATION)
-        lowered = jitted.lower(*arrays)
+    lowered = (quietly(jitted.lower) if quiet else jitted.lower)(*arrays)
     return Lowered(lowered, tree[0], record_of(tree), bind)
 
 

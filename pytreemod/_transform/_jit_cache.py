@@ -64,15 +64,16 @@ class Layout:
     """Where the array and static leaves sit, for one treedef and one kind
     per leaf, and the entries for it, keyed by the static leaves."""
 
-    __slots__ = ("treedef", "kinds", "static_of", "arrays_of", "entries", "donate")
+    __slots__ = ("treedef", "kinds", "static_of", "arrays_of", "num_arrays", "entries")
 
     def __init__(self, treedef: Any, kinds: tuple[Any, ...]):
         self.treedef = treedef
         self.kinds = kinds
+        arrays = [i for i, k in enumerate(kinds) if k is ARRAY]
         self.static_of = getter([i for i, k in enumerate(kinds) if k is not ARRAY])
-        self.arrays_of = getter([i for i, k in enumerate(kinds) if k is ARRAY])
+        self.arrays_of = getter(arrays)
+        self.num_arrays = len(arrays)
         self.entries: dict[tuple[Any, ...], Entry] = {}
-        self.donate: tuple[int, ...] | None = None
 
 
 def _layout(
@@ -217,7 +218,8 @@ class Cache:
         except (TypeError, ValueError):  # node data whose `==` fails: say which
             self._check(tree)
             raise
-        if layout is None:
+        checked = layout is None
+        if checked:
             # Checked before anything is stored: a treedef holding an array
             # would break every later comparison with it.
             self._check(tree)
@@ -229,7 +231,8 @@ class Cache:
             self._check(tree)
             raise
         if entry is None:
-            self._check(tree)
+            if not checked:
+                self._check(tree)
             with self.lock:
                 entry = layout.entries.get(static)
                 if entry is None:
@@ -254,8 +257,7 @@ class Cache:
         args_def, _ = layout.treedef.children()
         arg_defs = args_def.children()
         end_first = arg_defs[0].num_leaves if arg_defs else 0
-        num_fun = sum(kind is ARRAY for kind in split.fun_layout.kinds)
-        donate = [self.donate_rest] * num_fun
+        donate = [self.donate_rest] * split.fun_layout.num_arrays
         donate += [
             self.donate_first if i < end_first else self.donate_rest
             for i, kind in enumerate(layout.kinds)
@@ -271,7 +273,7 @@ class Cache:
             fun_layout.treedef,
             fun_layout.kinds,
             split.static,
-            sum(kind is ARRAY for kind in fun_layout.kinds),
+            fun_layout.num_arrays,
         )
         names = names_of(fun)
         traced = make_traced(

@@ -33,11 +33,10 @@ import jax
 import numpy as np
 
 from .._module._tree_flatten_one_level import flatten_one_level_with_path
-from ._retrace import top_level_parts
+from ._retrace import static_field_names, top_level_parts
+from ._static import ARRAY_TYPES
 
 __all__ = ["Binder", "StaticValueError", "snapshot", "static_error"]
-
-_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
 
 _BAD_STATIC = """\
 `{path}` is a static value of this call ({reason}). filter_jit compiles one \
@@ -103,7 +102,7 @@ def _compare_problem(value: Any) -> str | None:
 def _field_problem(value: Any, depth: int = 0) -> str | None:
     """Why `value` cannot be the value of a static field (which may be
     unhashable, but must not hold arrays and must compare to a bool)."""
-    if isinstance(value, _ARRAY_TYPES) and not isinstance(value, np.generic):
+    if isinstance(value, ARRAY_TYPES) and not isinstance(value, np.generic):
         return f"it is an array ({type(value).__name__})"
     if depth >= _MAX_DEPTH:
         return None
@@ -135,19 +134,13 @@ def _leaf_problem(value: Any) -> str | None:
 
 
 def _static_fields(node: Any) -> list[tuple[str, Any]]:
-    if dataclasses.is_dataclass(node) and not isinstance(node, type):
-        return [
-            (f.name, getattr(node, f.name, None))
-            for f in dataclasses.fields(node)
-            if f.metadata.get("static", False)
-        ]
-    return []
+    return [(name, getattr(node, name, None)) for name in static_field_names(node)]
 
 
 def _find_problem(tree: Any, path: str) -> tuple[str, str] | None:
     children, treedef = flatten_one_level_with_path(tree)
     if treedef.num_nodes == 1 and treedef.num_leaves == 1:  # a leaf
-        if isinstance(tree, _ARRAY_TYPES):
+        if isinstance(tree, ARRAY_TYPES):
             return None
         reason = _leaf_problem(tree)
         return None if reason is None else (path, reason)

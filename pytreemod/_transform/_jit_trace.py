@@ -25,9 +25,9 @@ import jax
 from ._retrace import TraceHistory, TraceRecord
 from ._static import ARRAY, kinds_of, merge_leaves
 
-__all__ = ["OWNER", "SILENCED_DONATION", "Planned", "bake", "make_traced", "quietly"]
+__all__ = ["OWNER", "Planned", "bake", "make_traced", "quietly"]
 
-SILENCED_DONATION = "Some donated buffers were not usable"
+_SILENCED_DONATION = "Some donated buffers were not usable"
 
 
 class _Owner:
@@ -154,12 +154,13 @@ def make_traced(
 
 
 def quietly(jitted: Callable[..., Any]) -> Callable[..., Any]:
-    """Call `jitted` with JAX's warning about unusable donations silenced
-    (donate='all' and 'all-except-first')."""
+    """`jitted` (a compiled function, or its `.lower`), called with JAX's
+    warning about unusable donations silenced (donate='all' and
+    'all-except-first')."""
 
     def call(*arrays: Any) -> Any:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=SILENCED_DONATION)
+            warnings.filterwarnings("ignore", message=_SILENCED_DONATION)
             return jitted(*arrays)
 
     return call

@@ -13,7 +13,6 @@ stay right when JAX reuses a compiled function.
 """
 
 import functools
-import warnings
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal, NamedTuple, overload
 
@@ -25,6 +24,7 @@ from .._module._is_array import is_array
 from .._module._module import Module
 from .._module._partial import Partial, module_update_wrapper
 from ._caches import track
+from ._jit_trace import quietly
 from ._vmap import (
     check_mapped_leaves,
     check_no_keywords,
@@ -184,9 +184,6 @@ def _raise_unhashable(
             ) from None
 
 
-_SILENCED_DONATION = "Some donated buffers were not usable"
-
-
 class PmapCompiled:
     """A `filter_pmap` function compiled ahead of time for one set of
     arguments: call it with arguments of the same structure, static values,
@@ -252,10 +249,8 @@ class _PmapWrapper(Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         pmapped, inputs = self._prepare(args, kwargs)
-        with warnings.catch_warnings():
-            if self.donate == "all":
-                warnings.filterwarnings("ignore", message=_SILENCED_DONATION)
-            mapped, unmapped, static = pmapped(*inputs)
+        call = quietly(pmapped) if self.donate == "all" else pmapped
+        mapped, unmapped, static = call(*inputs)
         return join_output(mapped, unmapped, *static.value)
 
     def lower(self, *args: Any, **kwargs: Any) -> "PmapLowered":
@@ -266,10 +261,8 @@ class _PmapWrapper(Module):
             function is called with arguments like these.
         """
         pmapped, inputs = self._prepare(args, kwargs)
-        with warnings.catch_warnings():
-            if self.donate == "all":
-                warnings.filterwarnings("ignore", message=_SILENCED_DONATION)
-            return PmapLowered(pmapped.lower(*inputs), self)
+        lower = quietly(pmapped.lower) if self.donate == "all" else pmapped.lower
+        return PmapLowered(lower(*inputs), self)
 
     def _prepare(
         self, args: tuple, kwargs: dict

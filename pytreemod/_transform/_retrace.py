@@ -31,6 +31,7 @@ __all__ = [
     "TraceRecord",
     "describe_difference",
     "explain_retraces",
+    "static_field_names",
     "top_level_parts",
 ]
 
@@ -308,7 +309,7 @@ def _structure_difference(old: Any, tree: Any, path: str, out: list[str]) -> Non
         out.append(f"{path}: {_describe_structure(old)} -> {_describe_structure(new)}")
         return
     if not _same(old_data[1], new_data[1]):
-        fields = _static_field_names(tree)
+        fields = static_field_names(tree)
         old_aux = old_data[1]
         if isinstance(old_aux, tuple) and len(fields) == len(old_aux):
             for name, old_value in zip(fields, old_aux, strict=True):
@@ -328,7 +329,8 @@ def _structure_difference(old: Any, tree: Any, path: str, out: list[str]) -> Non
         )
 
 
-def _static_field_names(node: Any) -> list[str]:
+def static_field_names(node: Any) -> list[str]:
+    """The names of a dataclass node's `field(static=True)` fields."""
     if dataclasses.is_dataclass(node) and not isinstance(node, type):
         return [
             f.name for f in dataclasses.fields(node) if f.metadata.get("static", False)

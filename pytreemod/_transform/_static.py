@@ -16,10 +16,10 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["ARRAY", "getter", "kinds_of", "merge_leaves"]
+__all__ = ["ARRAY", "ARRAY_TYPES", "getter", "kinds_of", "merge_leaves"]
 
 # The same types as `pytreemod.is_array`.
-_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
+ARRAY_TYPES = (jax.Array, np.ndarray, np.generic)
 
 
 class _ArrayKind:
@@ -50,10 +50,10 @@ def _kind(leaf: Any) -> tuple[Any, bool]:
     kind = _KIND_OF_TYPE.get(leaf_type)
     if kind is not None:
         return kind, True
-    if issubclass(leaf_type, _ARRAY_TYPES):
+    if issubclass(leaf_type, ARRAY_TYPES):
         kind = ARRAY
     elif isinstance(leaf, jax.core.Tracer):
-        return (ARRAY if isinstance(leaf, _ARRAY_TYPES) else leaf_type), False
+        return (ARRAY if isinstance(leaf, ARRAY_TYPES) else leaf_type), False
     else:
         kind = leaf_type
     if len(_KIND_OF_TYPE) >= _MAX_TYPES:
