@@ -12,6 +12,7 @@ import pytest
 import pytreemod
 import pytreemod.debug
 import pytreemod.nn
+import pytreemod.select
 import pytreemod.sharding
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -29,7 +30,13 @@ def _public(module: types.ModuleType) -> list[str]:
 
 PUBLIC = [
     name
-    for module in (pytreemod, pytreemod.nn, pytreemod.debug, pytreemod.sharding)
+    for module in (
+        pytreemod,
+        pytreemod.nn,
+        pytreemod.debug,
+        pytreemod.select,
+        pytreemod.sharding,
+    )
     for name in _public(module)
 ]
 

@@ -1,0 +1,159 @@
+r"""Ordered rules: `(selection, value)` pairs where the first match wins.
+
+The one shape every selection-driven policy takes: optimiser labels
+(`labels`), sharding rules (`pytreemod.sharding`), initialisers and dtype
+policies (`pytreemod.policy`). A rule's selection is anything `as_selector`
+takes: a selector, a key-path pattern, or a type.
+"""
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+import jax.tree_util as jtu
+
+from ._selector import Selector, as_selector, decide_all, is_array_leaf
+
+__all__ = ["Rule", "first_matches", "labels", "parse_rules"]
+
+_V = TypeVar("_V")
+
+_BAD_RULES = """\
+{what} must be a list of `(selection, value)` pairs, e.g.
+    [(select.path(r"\\.head"), ...), (select.instance(nn.LayerNorm), ...)]
+where a selection is a `pytreemod.select` selector, a key-path pattern or a
+type; the first pair whose selection matches a leaf decides for it.
+Got {got}."""
+
+_UNLABELLED = """\
+{count} array{s} of this `{tree}` match{es} no rule and there is no `default`:
+{paths}
+Add a rule that matches {them}, or pass `default=` (e.g. `default="rest"`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule(Generic[_V]):
+    """One parsed rule; `index` is its place in the list, for messages."""
+
+    selector: Selector
+    value: _V
+    index: int
+
+    def describe(self) -> str:
+        return f"rule {self.index} ({self.selector!r})"
+
+
+def parse_rules(
+    rules: Any,
+    *,
+    what: str = "`rules`",
+    check: Callable[[Any, int], Any] = lambda value, index: value,
+) -> tuple[Rule[Any], ...]:
+    """`rules` (pairs, or a mapping from selection to value) checked and
+    parsed; `check(value, index)` checks and converts each value. An error
+    says which rule is wrong."""
+    if rules is None:
+        return ()
+    if isinstance(rules, Mapping):
+        rules = list(rules.items())
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
+        raise TypeError(_BAD_RULES.format(what=what, got=f"{rules!r}"))
+    parsed = []
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, (tuple, list)) or len(rule) != 2:
+            raise TypeError(
+                _BAD_RULES.format(what=what, got=f"rule {index} = {rule!r}")
+            )
+        selection, value = rule
+        try:
+            selector = as_selector(selection)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"rule {index}: {error}") from None
+        parsed.append(Rule(selector, check(value, index), index))
+    return tuple(parsed)
+
+
+def first_matches(
+    tree: Any, rules: tuple[Rule[_V], ...], *, missing_ok: bool = False
+) -> list[Rule[_V] | None]:
+    """For each leaf of `tree` (in `jax.tree_util.tree_leaves` order), the
+    first rule that selects it, or `None`. One walk of the tree for all the
+    rules; a rule whose selection matches nothing is an error unless
+    `missing_ok`."""
+    leaves = jtu.tree_leaves(tree)
+    if not rules:
+        return [None] * len(leaves)
+    decided = decide_all(tuple(r.selector for r in rules), tree, missing_ok)
+    out: list[Rule[_V] | None] = []
+    for i, (node, _) in enumerate(decided[0]):
+        if node.is_leaf:
+            out.append(
+                next((r for r, d in zip(rules, decided, strict=True) if d[i][1]), None)
+            )
+    return out
+
+
+def labels(
+    tree: Any, rules: Any, *, default: Any = None, missing_ok: bool = False
+) -> Any:
+    r"""A label for every array of `tree`, from ordered rules: the label
+    pytree `optax.multi_transform` takes.
+
+    Each array gets the label of the first rule whose selection matches it,
+    or `default`. Leaves that are not arrays get `default` too, or `None`
+    (which matches the `None`s that `pytreemod.filter(model, is_array)` puts
+    in their place).
+
+    Args:
+        tree: the parameters to label (a model, or its arrays).
+        rules: `(selection, label)` pairs, in order, or a mapping; a
+            selection is a `pytreemod.select` selector, a key-path pattern or
+            a type.
+        default: the label of every array no rule matches; with `None`, every
+            array must match a rule.
+        missing_ok: allow rules that match nothing.
+
+    Raises:
+        ValueError: if a rule matches nothing (unless `missing_ok`), or some
+            arrays match no rule and there is no `default` (naming them).
+
+    Example:
+        >>> import jax, optax, pytreemod as ptm
+        >>> from pytreemod import select
+        >>> mlp = ptm.nn.MLP(2, 1, 8, 1, key=jax.random.key(0))
+        >>> params = ptm.filter(mlp, ptm.is_array)
+        >>> groups = select.labels(params, [(r"\.layers\[1\]", "head")], default="body")
+        >>> groups.layers[1].weight, groups.layers[0].weight
+        ('head', 'body')
+        >>> tx = optax.multi_transform(
+        ...     {"head": optax.adam(1e-3), "body": optax.adam(1e-4)}, groups
+        ... )
+    """
+    parsed = parse_rules(rules)
+    matched = first_matches(tree, parsed, missing_ok=missing_ok)
+    treedef = jtu.tree_structure(tree)
+    out, unlabelled = [], []
+    for (path, leaf), rule in zip(
+        jtu.tree_leaves_with_path(tree), matched, strict=True
+    ):
+        if rule is not None:
+            out.append(rule.value)
+        elif default is not None or not is_array_leaf(leaf):
+            out.append(default)
+        else:
+            out.append(None)
+            unlabelled.append(jtu.keystr(path))
+    if unlabelled:
+        n = len(unlabelled)
+        raise ValueError(
+            _UNLABELLED.format(
+                count=n,
+                s="" if n == 1 else "s",
+                es="es" if n == 1 else "",
+                tree=type(tree).__name__,
+                paths="\n".join(f"    {p}" for p in unlabelled[:20])
+                + ("\n    ..." if n > 20 else ""),
+                them="it" if n == 1 else "them",
+            )
+        )
+    return treedef.unflatten(out)
