@@ -46,8 +46,9 @@ RULES = [
     (r"\.blocks\.layers\.up\.bias", (None, "mlp")),
     (r"\.blocks\.layers\.down\.weight", (None, "embed", "mlp")),
     (r"\.unembed\.weight", ("vocab", "embed")),
-    (r"\['tokens'\]|\['targets'\]", ("batch", None)),
 ]
+# The batch is a dict of two arrays, split along the batch dimension.
+BATCH_RULES = [(r"\['tokens'\]|\['targets'\]", ("batch", None))]
 # Logical name -> mesh axis: the one place where the parallelism is chosen.
 AXIS_RULES = {
     "batch": "data",
@@ -153,7 +154,7 @@ def train(
     losses = []
     for batch in batches(steps):
         if mesh is not None:
-            batch = shard(batch, mesh, AXIS_RULES, RULES)
+            batch = shard(batch, mesh, AXIS_RULES, BATCH_RULES)
         model, opt_state, loss = step(model, opt_state, batch)
         losses.append(float(loss))
     return model, losses

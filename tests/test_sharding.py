@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from jax.sharding import PartitionSpec as P
 
 import pytreemod as eqx
+from pytreemod import select
 from pytreemod.sharding import logical_specs, named_shardings, shard
 
 
@@ -117,6 +118,32 @@ def test_rules_override_field_axes_and_accept_compiled_patterns():
     assert specs.down == P("embed", "mlp")
 
 
+def test_rules_take_any_selection_types_and_selectors():
+    # Sharding rules are the ordered rules of `pytreemod.select`: a type or a
+    # selector works where a pattern does, and a match at a submodule names
+    # every array below it.
+    model = {"block": _block(), "plain": Plain(jnp.ones((2, 3)), jnp.ones(3), None)}
+    rules = [
+        (select.instance(Plain) & select.field("weight"), ("out", "in")),
+        (Plain, None),
+        (r"\['block'\]", None),
+    ]
+    specs = logical_specs(model, rules)
+    assert specs["plain"].weight == P("out", "in")
+    assert specs["plain"].weight_norm == P()
+    assert specs["block"].up == P() and specs["block"].up_bias == P()
+
+
+def test_a_rule_that_matches_nothing_is_an_error_unless_missing_ok():
+    model = Plain(jnp.ones((2, 3)), jnp.ones(3), None)
+    rules = [(r"\.wieght", ("out", "in"))]
+    with pytest.raises(ValueError, match=r"(?s)matches nothing.*\.weight"):
+        logical_specs(model, rules)
+    with pytest.raises(ValueError, match="matches nothing"):
+        named_shardings(model, jax.make_mesh((1,), ("m",)), {}, rules)
+    assert logical_specs(model, rules, missing_ok=True).weight == P()
+
+
 def test_field_on_a_subtree_names_leading_axes():
     specs = logical_specs(Stack(_block(layers=3)))
     assert specs.blocks.up == P("layers", "mlp", "embed")
@@ -174,7 +201,7 @@ def test_like_with_another_shape_is_unnamed():
 @pytest.mark.parametrize(
     "rules, error, match",
     [
-        ("w", TypeError, "list of `\\(pattern, axes\\)` pairs"),
+        ("w", TypeError, "list of `\\(selection, axes\\)` pairs"),
         ([("w",)], TypeError, "rule 0"),
         ([(3, ("a",))], TypeError, "rule 0"),
         ([("w[", ("a",))], ValueError, "not a valid regular expression"),
@@ -206,7 +233,7 @@ def test_wrong_number_of_field_axes_names_path_and_field():
 
 
 def test_wrong_number_of_rule_axes_names_the_rule():
-    with pytest.raises(ValueError, match=r"rule 0 \('.\*'\)\s+names 1 axes"):
+    with pytest.raises(ValueError, match=r"rule 0 \(path\('\.\*'\)\)\s+names 1 axes"):
         logical_specs({"w": jnp.ones((2, 3))}, [(".*", ("mlp",))])
 
 
@@ -299,6 +326,7 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import pytreemod as eqx
+from pytreemod import select
 from pytreemod.sharding import logical_specs, named_shardings, shard
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -19,8 +19,8 @@ __all__ = ["Rule", "first_matches", "labels", "parse_rules"]
 _V = TypeVar("_V")
 
 _BAD_RULES = """\
-{what} must be a list of `(selection, value)` pairs, e.g.
-    [(select.path(r"\\.head"), ...), (select.instance(nn.LayerNorm), ...)]
+{what} must be a list of `(selection, {value})` pairs, e.g.
+    [(select.path(r"\\.head"), {example}), (select.instance(nn.LayerNorm), {example})]
 where a selection is a `pytreemod.select` selector, a key-path pattern or a
 type; the first pair whose selection matches a leaf decides for it.
 Got {got}."""
@@ -47,6 +47,8 @@ def parse_rules(
     rules: Any,
     *,
     what: str = "`rules`",
+    value: str = "value",
+    example: str = "...",
     check: Callable[[Any, int], Any] = lambda value, index: value,
 ) -> tuple[Rule[Any], ...]:
     """`rules` (pairs, or a mapping from selection to value) checked and
@@ -57,12 +59,19 @@ def parse_rules(
     if isinstance(rules, Mapping):
         rules = list(rules.items())
     if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
-        raise TypeError(_BAD_RULES.format(what=what, got=f"{rules!r}"))
+        raise TypeError(
+            _BAD_RULES.format(what=what, value=value, example=example, got=f"{rules!r}")
+        )
     parsed = []
     for index, rule in enumerate(rules):
         if not isinstance(rule, (tuple, list)) or len(rule) != 2:
             raise TypeError(
-                _BAD_RULES.format(what=what, got=f"rule {index} = {rule!r}")
+                _BAD_RULES.format(
+                    what=what,
+                    value=value,
+                    example=example,
+                    got=f"rule {index} = {rule!r}",
+                )
             )
         selection, value = rule
         try:

@@ -1,78 +1,42 @@
-r"""Rules: logical axis names for arrays chosen by their key path.
+r"""Sharding rules: logical axis names for arrays chosen by selection.
 
-A rule is a pair `(pattern, axes)`. `pattern` is a regular expression that
-must match the whole of the array's key path as `jax.tree_util.keystr` writes
-it (`.blocks.layers.mlp.weight`, `[0].mu['w']`), so `r".*\.weight"` matches
-every field called `weight` and `r"\.embed\.weight"` only the one at the top.
+A rule is a pair `(selection, axes)`, the ordered first-match rules of
+`pytreemod.select` (`select/_rules.py`): the selection is a key-path pattern
+(the one path syntax: a regular expression matching the whole key path, such
+as `r".*\.weight"` or `r"\.embed\.weight"`), a type, or any selector.
 `axes` is a tuple with one name or `None` per dimension, or `None` to leave
-the array unnamed (replicated). The first rule that matches wins.
+the array unnamed (replicated). The first rule that selects an array wins.
 """
 
-import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from .._module._field import check_axes
+from ..select._rules import Rule
+from ..select._rules import parse_rules as parse_selection_rules
+from ..select._selector import Selector
 
-RulesLike = Iterable[tuple[str | re.Pattern[str], tuple[str | None, ...] | None]]
+__all__ = ["Rule", "RulesLike", "parse_rules"]
 
-_BAD_RULES = """\
-`rules` must be a list of `(pattern, axes)` pairs, e.g.
-    rules = [(r".*\\.mlp\\.up\\.weight", ("mlp", "embed")), (r".*\\.bias", None)]
-where `pattern` is a regular expression matched against the whole key path
-(`jax.tree_util.keystr`) and `axes` a tuple of names/`None` or `None`.
-Got {got}."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """One parsed rule, and how to name it in an error message."""
-
-    pattern: re.Pattern[str]
-    axes: tuple[str | None, ...] | None
-    index: int
-
-    def describe(self) -> str:
-        return f"rule {self.index} ({self.pattern.pattern!r})"
+RulesLike = Iterable[
+    tuple[str | re.Pattern[str] | type | Selector, tuple[str | None, ...] | None]
+]
 
 
-def parse_rules(rules: Any) -> tuple[Rule, ...]:
-    """`rules` checked and compiled; an error says which rule is wrong."""
-    if rules is None:
-        return ()
-    if isinstance(rules, Mapping):
-        rules = list(rules.items())
-    if isinstance(rules, (str, bytes)) or not isinstance(rules, Iterable):
-        raise TypeError(_BAD_RULES.format(got=f"{rules!r}"))
-    parsed = []
-    for index, rule in enumerate(rules):
-        if not isinstance(rule, (tuple, list)) or len(rule) != 2:
-            raise TypeError(_BAD_RULES.format(got=f"rule {index} = {rule!r}"))
-        pattern, axes = rule
-        if isinstance(pattern, str):
-            try:
-                pattern = re.compile(pattern)
-            except re.error as error:
-                raise ValueError(
-                    f"rule {index}: the pattern {pattern!r} is not a valid regular "
-                    f"expression ({error}). Patterns are Python regular "
-                    "expressions matched against the whole key path, e.g. "
-                    r'r".*\.weight"; escape a literal `.` or `[` with `\`.'
-                ) from None
-        elif not isinstance(pattern, re.Pattern):
-            raise TypeError(_BAD_RULES.format(got=f"rule {index} = {rule!r}"))
-        if axes is not None:
-            if callable(axes):
-                raise TypeError(_BAD_RULES.format(got=f"rule {index} = {rule!r}"))
-            axes = check_axes(axes, f"the axes of rule {index}")
-        parsed.append(Rule(pattern, axes, index))
-    return tuple(parsed)
+def _check(axes: Any, index: int) -> tuple[str | None, ...] | None:
+    if axes is None:
+        return None
+    if callable(axes):
+        raise TypeError(
+            f"rule {index}: `axes` must be a tuple of logical names (`str` or "
+            f"`None`) or `None`; got the function {axes!r}."
+        )
+    return check_axes(axes, f"the axes of rule {index}")
 
 
-def match(rules: tuple[Rule, ...], path: str) -> Rule | None:
-    """The first rule whose pattern matches all of `path`, if any."""
-    for rule in rules:
-        if rule.pattern.fullmatch(path):
-            return rule
-    return None
+def parse_rules(rules: Any) -> tuple[Rule[Any], ...]:
+    """`rules` checked and parsed; an error says which rule is wrong."""
+    return parse_selection_rules(
+        rules, what="`rules`", value="axes", example='("mlp", None)', check=_check
+    )

@@ -144,6 +144,7 @@ def named_shardings(
     rules: RulesLike | None = None,
     *,
     like: Any = None,
+    missing_ok: bool = False,
 ) -> Any:
     """The `NamedSharding` of every array of `tree` on `mesh`, from its
     logical names (see `logical_specs`) and `axis_rules`.
@@ -152,9 +153,10 @@ def named_shardings(
         tree: any pytree.
         mesh: the `jax.sharding.Mesh` to place on.
         axis_rules: logical name -> mesh axis, tuple of mesh axes, or `None`.
-        rules: `(pattern, axes)` pairs, as for `logical_specs`.
+        rules: `(selection, axes)` pairs, as for `logical_specs`.
         like: a model whose names `tree` follows by key-path suffix (an
             optimiser state), as for `logical_specs`.
+        missing_ok: allow rules that match nothing.
 
     Returns:
         A pytree of `tree`'s structure, a `NamedSharding` for every array
@@ -175,7 +177,7 @@ def named_shardings(
         (P('model',), None)
     """
     resolved = _check_axis_rules(axis_rules, mesh)
-    specs = logical_specs(tree, rules, like=like)
+    specs = logical_specs(tree, rules, like=like, missing_ok=missing_ok)
 
     def one(path: tuple, leaf: Any, spec: Any) -> Any:
         if not is_array_leaf(leaf):
@@ -194,6 +196,7 @@ def shard(
     rules: RulesLike | None = None,
     *,
     like: Any = None,
+    missing_ok: bool = False,
 ) -> _T:
     """Place every array of `tree` on `mesh` by its logical axis names.
 
@@ -218,9 +221,11 @@ def shard(
         axis_rules: logical name -> mesh axis name, a tuple of them (split
             over several mesh axes), or `None` (that dimension not sharded),
             e.g. `{"batch": "data", "mlp": "model", "embed": None}`.
-        rules: `(pattern, axes)` pairs naming arrays by key path (see
-            `logical_specs`), for classes you do not own.
+        rules: `(selection, axes)` pairs naming arrays by key path, type or
+            any `pytreemod.select` selection (see `logical_specs`), for
+            classes you do not own.
         like: a model whose names `tree`'s arrays follow (optimiser states).
+        missing_ok: allow rules that match nothing.
 
     Returns:
         `tree` with every array placed (or constrained).
@@ -229,7 +234,8 @@ def shard(
         ValueError: if an array uses a logical name `axis_rules` does not map,
             a mesh axis does not divide the dimension it shards (naming the
             key path, the shape and the mesh), two dimensions of one array map
-            to one mesh axis, or `axis_rules` names an axis `mesh` lacks.
+            to one mesh axis, `axis_rules` names an axis `mesh` lacks, or a
+            rule matches nothing (unless `missing_ok`).
         TypeError: if `mesh`, `axis_rules` or `rules` is of the wrong kind.
 
     Example:
@@ -245,7 +251,9 @@ def shard(
         >>> model.up.sharding.spec, model.bias.sharding.spec
         (P('model',), P())
     """
-    shardings = named_shardings(tree, mesh, axis_rules, rules, like=like)
+    shardings = named_shardings(
+        tree, mesh, axis_rules, rules, like=like, missing_ok=missing_ok
+    )
 
     def abstract(leaf: Any, sharding: Any) -> Any:
         if isinstance(leaf, jax.ShapeDtypeStruct):

@@ -18,7 +18,8 @@ from jax.sharding import PartitionSpec
 from .._module._field import AXES, check_axes
 from .._module._is_array import is_array
 from .._module._module import Module
-from ._rules import Rule, RulesLike, match, parse_rules
+from ..select._rules import Rule, first_matches
+from ._rules import RulesLike, parse_rules
 
 __all__ = ["logical_specs"]
 
@@ -124,7 +125,11 @@ def _from_fields(
 
 
 def logical_specs(
-    tree: Any, rules: RulesLike | None = None, *, like: Any = None
+    tree: Any,
+    rules: RulesLike | None = None,
+    *,
+    like: Any = None,
+    missing_ok: bool = False,
 ) -> Any:
     """The logical axis names of every array in `tree`, as `PartitionSpec`s.
 
@@ -133,13 +138,18 @@ def logical_specs(
     an array nobody names gets `P()` (replicated). Every other leaf becomes
     `None`. Names come from, first match wins:
 
-    1. `rules`: an ordered list of `(pattern, axes)` pairs. `pattern` is a
+    1. `rules`: an ordered list of `(selection, axes)` pairs, the ordered
+       rules of `pytreemod.select`. A selection is a key-path pattern (a
        Python regular expression that must match the *whole* key path as
        `jax.tree_util.keystr` writes it, e.g. `.layers[0].weight` or
-       `['w']`: `r".*\\.weight"` matches every field named `weight`.
-       `axes` names every dimension (a tuple of `str`/`None`), or is `None`
-       to leave the array unnamed. Rules work on any pytree, including
-       classes you do not own.
+       `['w']`: `r".*\\.weight"` matches every field named `weight`; a
+       match at a submodule names every array below it), a type, or any
+       `pytreemod.select` selector (`select.instance(nn.Linear) &
+       select.field("weight")`). `axes` names every dimension (a tuple of
+       `str`/`None`), or is `None` to leave the array unnamed. Rules work on
+       any pytree, including classes you do not own. A rule that matches
+       nothing is an error (a typo is the usual cause) unless
+       `missing_ok=True`.
     2. `like` (for optimiser states): each array takes the names of `like`'s
        array whose key path is the longest suffix of its own and whose shape
        equals its own (so `[0].mu.layers[0].weight` follows
@@ -152,8 +162,9 @@ def logical_specs(
     Args:
         tree: any pytree, e.g. a model, an abstract model from
             `filter_eval_shape`, or an optimiser state.
-        rules: `(pattern, axes)` pairs, or `None`.
+        rules: `(selection, axes)` pairs, or `None`.
         like: a model whose names `tree`'s arrays follow by key-path suffix.
+        missing_ok: allow rules that match nothing.
 
     Returns:
         A pytree of `tree`'s structure, with a `PartitionSpec` for every array
@@ -161,8 +172,8 @@ def logical_specs(
 
     Raises:
         ValueError: if the names of an array do not match its number of
-            dimensions, a name appears twice in one array, or a rule's pattern
-            is not a regular expression.
+            dimensions, a name appears twice in one array, a rule's pattern
+            is not a regular expression, or a rule matches nothing.
         TypeError: if `rules` is not a list of `(pattern, axes)` pairs.
 
     Example:
@@ -179,31 +190,40 @@ def logical_specs(
         >>> logical_specs(model, rules=[(r"\\.down", ("embed", "mlp"))]).down
         P('embed', 'mlp')
     """
-    return _logical_specs(tree, parse_rules(rules), like)
+    return _logical_specs(tree, parse_rules(rules), like, missing_ok)
 
 
-def _logical_specs(tree: Any, parsed: tuple[Rule, ...], like: Any) -> Any:
+def _logical_specs(
+    tree: Any, parsed: tuple[Rule, ...], like: Any, missing_ok: bool
+) -> Any:
     if like is not None:
-        base = _by_suffix(tree, like, parsed)
-    else:
-        base = _from_fields(tree, (), (), None)
-
-    def one(path: tuple, leaf: Any, spec: Any) -> Any:
+        return _by_suffix(tree, like, parsed, missing_ok)
+    base = _from_fields(tree, (), (), None)
+    is_spec = lambda x: x is None or isinstance(x, PartitionSpec)
+    specs = jtu.tree_leaves(base, is_leaf=is_spec)
+    # `None` in `tree` is an empty node to JAX, but has a `None` spec in `base`.
+    entries, treedef = jtu.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
+    matched = iter(first_matches(tree, parsed, missing_ok=missing_ok))
+    out = []
+    for (path, leaf), spec in zip(entries, specs, strict=True):
+        rule = None if leaf is None else next(matched)
         if not is_array_leaf(leaf):
-            return None
-        rule = match(parsed, jtu.keystr(path)) if like is None else None
-        if rule is None:
-            return spec
-        return _spec(jtu.keystr(path), _shape(leaf), rule.axes, rule.describe(), ".")
+            out.append(None)
+        elif rule is None:
+            out.append(spec)
+        else:
+            where = jtu.keystr(path)
+            out.append(_spec(where, _shape(leaf), rule.value, rule.describe(), ""))
+    return treedef.unflatten(out)
 
-    return jtu.tree_map_with_path(one, tree, base, is_leaf=lambda x: x is None)
 
-
-def _by_suffix(tree: Any, like: Any, rules: Any) -> Any:
+def _by_suffix(tree: Any, like: Any, rules: Any, missing_ok: bool) -> Any:
     """`tree`'s specs taken from `like`'s arrays by longest key-path suffix
     of the same shape."""
     is_spec = lambda x: x is None or isinstance(x, PartitionSpec)
-    specs = jtu.tree_leaves(_logical_specs(like, rules, None), is_leaf=is_spec)
+    specs = jtu.tree_leaves(
+        _logical_specs(like, rules, None, missing_ok), is_leaf=is_spec
+    )
     # Keyed by the last key, so that each array looks at a few candidates.
     known: dict[Any, list[tuple[tuple, tuple, Any]]] = {}
     paths = jtu.tree_leaves_with_path(like, is_leaf=lambda x: x is None)

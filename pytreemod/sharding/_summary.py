@@ -230,7 +230,8 @@ def summary(tree: Any, rules: RulesLike | None = None) -> Summary:
 
     Args:
         tree: any pytree: a model, an abstract model, an optimiser state.
-        rules: `(pattern, axes)` pairs naming arrays by key path.
+        rules: `(selection, axes)` pairs naming arrays by key path, type
+            or selector (as in `logical_specs`).
 
     Returns:
         A `Summary`: `print` it for the table, `.to_dict()` for the data.
