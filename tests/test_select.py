@@ -203,7 +203,7 @@ def test_labels_first_rule_wins_with_a_default():
         (ptm.nn.Embedding, "frozen"),
         (select.field("bias"), "no_decay"),  # the head's bias is "head"
     ]
-    labels = select.labels(params, rules, default="body")
+    labels = select.labels(rules, default="body")(params)
     assert labels.head.bias == "head" and labels.embed.weight == "frozen"
     assert labels.layers[0].bias == "no_decay" and labels.layers[0].weight == "body"
     tx = optax.multi_transform(
@@ -213,7 +213,7 @@ def test_labels_first_rule_wins_with_a_default():
             "no_decay": optax.sgd(0.5),
             "body": optax.sgd(0.25),
         },
-        labels,
+        select.labels(rules, default="body"),  # a function: optax calls it
     )
     ones = jax.tree_util.tree_map(jnp.ones_like, params)
     updates, _ = tx.update(ones, tx.init(params), params)
@@ -228,7 +228,7 @@ def test_labels_of_a_whole_model_put_none_at_non_arrays():
         w: jax.Array
         fn: object
 
-    labels = select.labels(WithFn(jnp.ones(2), jnp.tanh), [(r"\.w", "a")])
+    labels = select.labels([(r"\.w", "a")])(WithFn(jnp.ones(2), jnp.tanh))
     assert labels.w == "a" and labels.fn is None
 
 
@@ -246,7 +246,7 @@ def test_a_selection_that_matches_nothing_names_the_nearest_paths():
     with pytest.raises(ValueError, match=r"(?s)instance\(RMSNorm\).*types.*Linear"):
         select.instance(ptm.nn.RMSNorm).nodes(net)
     with pytest.raises(ValueError, match="missing_ok=True"):
-        select.labels(net, [(r"\.haed", "x")], default="y")
+        select.labels([(r"\.haed", "x")], default="y")(net)
     assert select.path(r"\.haed").mask(net, missing_ok=True).head.weight is False
 
 
@@ -275,16 +275,16 @@ def test_bad_selections_name_themselves():
 
 def test_bad_rules_and_unlabelled_arrays_are_errors():
     net = _net()
-    with pytest.raises(TypeError, match=r"list of `\(selection, value\)` pairs"):
-        select.labels(net, "head")
+    with pytest.raises(TypeError, match=r"list of `\(selection, label\)` pairs"):
+        select.labels("head")
     with pytest.raises(TypeError, match="rule 0"):
-        select.labels(net, [(r"\.head",)])
+        select.labels([(r"\.head",)])
     with pytest.raises(ValueError, match=r"rule 1: .*not a valid regular expression"):
-        select.labels(net, [(r"\.head", "a"), ("[", "b")])
+        select.labels([(r"\.head", "a"), ("[", "b")])
     with pytest.raises(
         ValueError, match=r"(?s)5 arrays .* no rule.*\.embed\.weight.*default="
     ):
-        select.labels(net, [(r"\.head", "head"), (ptm.nn.LayerNorm, "norm")])
+        select.labels([(r"\.head", "head"), (ptm.nn.LayerNorm, "norm")])(net)
 
 
 # -- properties ----------------------------------------------------------------

@@ -15,7 +15,7 @@ Example:
     ['.layers[0].weight', '.layers[1].weight']
 """
 
-from ._rules import labels as labels
+from ._rules import Labels as Labels, labels as labels
 from ._selector import (
     Selector as Selector,
     everything as everything,

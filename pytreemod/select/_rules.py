@@ -14,7 +14,7 @@ import jax.tree_util as jtu
 
 from ._selector import Selector, as_selector, decide_all, is_array_leaf
 
-__all__ = ["Rule", "first_matches", "labels", "parse_rules"]
+__all__ = ["Labels", "Rule", "first_matches", "labels", "parse_rules"]
 
 _V = TypeVar("_V")
 
@@ -102,19 +102,56 @@ def first_matches(
     return out
 
 
-def labels(
-    tree: Any, rules: Any, *, default: Any = None, missing_ok: bool = False
-) -> Any:
-    r"""A label for every array of `tree`, from ordered rules: the label
-    pytree `optax.multi_transform` takes.
+@dataclasses.dataclass(frozen=True)
+class Labels:
+    r"""A label for every array of a tree, from ordered rules; made by
+    `labels`. Call it on a tree to get the label tree."""
 
-    Each array gets the label of the first rule whose selection matches it,
-    or `default`. Leaves that are not arrays get `default` too, or `None`
-    (which matches the `None`s that `pytreemod.filter(model, is_array)` puts
-    in their place).
+    rules: tuple[Rule[Any], ...]
+    default: Any
+    missing_ok: bool
+
+    def __call__(self, tree: Any) -> Any:
+        matched = first_matches(tree, self.rules, missing_ok=self.missing_ok)
+        out, unlabelled = [], []
+        entries = jtu.tree_leaves_with_path(tree)
+        for (path, leaf), rule in zip(entries, matched, strict=True):
+            if rule is not None:
+                out.append(rule.value)
+            elif self.default is not None or not is_array_leaf(leaf):
+                out.append(self.default)
+            else:
+                out.append(None)
+                unlabelled.append(jtu.keystr(path))
+        if unlabelled:
+            n = len(unlabelled)
+            raise ValueError(
+                _UNLABELLED.format(
+                    count=n,
+                    s="" if n == 1 else "s",
+                    es="es" if n == 1 else "",
+                    tree=type(tree).__name__,
+                    paths="\n".join(f"    {p}" for p in unlabelled[:20])
+                    + ("\n    ..." if n > 20 else ""),
+                    them="it" if n == 1 else "them",
+                )
+            )
+        return jtu.tree_structure(tree).unflatten(out)
+
+
+def labels(rules: Any, *, default: Any = None, missing_ok: bool = False) -> Labels:
+    r"""Label every array of a tree by ordered rules: the `param_labels`
+    that `optax.multi_transform` takes.
+
+    Returns a function from a tree to its label tree: each array gets the
+    label of the first rule whose selection matches it, or `default`. Leaves
+    that are not arrays get `default` too, or `None` (which matches the
+    `None`s that `pytreemod.filter(model, is_array)` puts in their place). It
+    is a function, not a tree, because optax calls a callable `param_labels`
+    and a label tree shaped like a Module with a `__call__` would itself be
+    callable.
 
     Args:
-        tree: the parameters to label (a model, or its arrays).
         rules: `(selection, label)` pairs, in order, or a mapping; a
             selection is a `pytreemod.select` selector, a key-path pattern or
             a type.
@@ -123,46 +160,23 @@ def labels(
         missing_ok: allow rules that match nothing.
 
     Raises:
-        ValueError: if a rule matches nothing (unless `missing_ok`), or some
-            arrays match no rule and there is no `default` (naming them).
+        TypeError: (here) if `rules` is not a list of pairs of a selection
+            and a label.
+        ValueError: (here) if a pattern is not a valid regular expression;
+            (when called) if a rule matches nothing (unless `missing_ok`),
+            or some arrays match no rule and there is no `default` (naming
+            them).
 
     Example:
         >>> import jax, optax, pytreemod as ptm
         >>> from pytreemod import select
         >>> mlp = ptm.nn.MLP(2, 1, 8, 1, key=jax.random.key(0))
         >>> params = ptm.filter(mlp, ptm.is_array)
-        >>> groups = select.labels(params, [(r"\.layers\[1\]", "head")], default="body")
-        >>> groups.layers[1].weight, groups.layers[0].weight
+        >>> groups = select.labels([(r"\.layers\[1\]", "head")], default="body")
+        >>> groups(params).layers[1].weight, groups(params).layers[0].weight
         ('head', 'body')
         >>> tx = optax.multi_transform(
         ...     {"head": optax.adam(1e-3), "body": optax.adam(1e-4)}, groups
         ... )
     """
-    parsed = parse_rules(rules)
-    matched = first_matches(tree, parsed, missing_ok=missing_ok)
-    treedef = jtu.tree_structure(tree)
-    out, unlabelled = [], []
-    for (path, leaf), rule in zip(
-        jtu.tree_leaves_with_path(tree), matched, strict=True
-    ):
-        if rule is not None:
-            out.append(rule.value)
-        elif default is not None or not is_array_leaf(leaf):
-            out.append(default)
-        else:
-            out.append(None)
-            unlabelled.append(jtu.keystr(path))
-    if unlabelled:
-        n = len(unlabelled)
-        raise ValueError(
-            _UNLABELLED.format(
-                count=n,
-                s="" if n == 1 else "s",
-                es="es" if n == 1 else "",
-                tree=type(tree).__name__,
-                paths="\n".join(f"    {p}" for p in unlabelled[:20])
-                + ("\n    ..." if n > 20 else ""),
-                them="it" if n == 1 else "them",
-            )
-        )
-    return treedef.unflatten(out)
+    return Labels(parse_rules(rules, value="label"), default, missing_ok)
