@@ -113,7 +113,8 @@ class Labels:
 
     def __call__(self, tree: Any) -> Any:
         matched = first_matches(tree, self.rules, missing_ok=self.missing_ok)
-        out, unlabelled = [], []
+        out: list[Any] = []
+        unlabelled: list[str] = []
         entries = jtu.tree_leaves_with_path(tree)
         for (path, leaf), rule in zip(entries, matched, strict=True):
             if rule is not None:
@@ -136,7 +137,7 @@ class Labels:
                     them="it" if n == 1 else "them",
                 )
             )
-        return jtu.tree_structure(tree).unflatten(out)
+        return jtu.tree_unflatten(jtu.tree_structure(tree), out)
 
 
 def labels(rules: Any, *, default: Any = None, missing_ok: bool = False) -> Labels:

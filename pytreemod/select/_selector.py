@@ -126,7 +126,7 @@ class Selector(abc.ABC):
             for node, selected in self._decide(tree, missing_ok)
             if node.is_leaf
         ]
-        return jtu.tree_structure(tree).unflatten(leaves)
+        return jtu.tree_unflatten(jtu.tree_structure(tree), leaves)
 
     def pairs(self, tree: Any, *, missing_ok: bool = False) -> list[tuple[str, Any]]:
         """The selected leaves as `(key path, leaf)` pairs, in flattening
@@ -178,7 +178,7 @@ class Selector(abc.ABC):
             for node, selected in self._decide(tree, missing_ok)
             if node.is_leaf
         ]
-        return jtu.tree_structure(tree).unflatten(leaves)
+        return jtu.tree_unflatten(jtu.tree_structure(tree), leaves)
 
     def set(self, tree: Any, value: Any, *, missing_ok: bool = False) -> Any:
         """`tree` with every selected leaf replaced by `value`.

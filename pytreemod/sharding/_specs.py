@@ -204,7 +204,7 @@ def _logical_specs(
     # `None` in `tree` is an empty node to JAX, but has a `None` spec in `base`.
     entries, treedef = jtu.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
     matched = iter(first_matches(tree, parsed, missing_ok=missing_ok))
-    out = []
+    out: list[Any] = []
     for (path, leaf), spec in zip(entries, specs, strict=True):
         rule = None if leaf is None else next(matched)
         if not is_array_leaf(leaf):
@@ -214,7 +214,7 @@ def _logical_specs(
         else:
             where = jtu.keystr(path)
             out.append(_spec(where, _shape(leaf), rule.value, rule.describe(), ""))
-    return treedef.unflatten(out)
+    return jtu.tree_unflatten(treedef, out)
 
 
 def _by_suffix(tree: Any, like: Any, rules: Any, missing_ok: bool) -> Any:
