@@ -92,7 +92,8 @@ class _EquinoxRuntimeError(EquinoxRuntimeError):
 # as JAX's error text shows it before the message (`..._EquinoxRuntimeError:
 # message`), and the line that ends the user's message there (Equinox
 # 0.11-0.13 append a note saying to use `equinox.filter_jit`).
-EQUINOX_MARKER = "_EquinoxRuntimeError: "
+_EQUINOX_ERROR_NAME = "_EquinoxRuntimeError"
+EQUINOX_MARKER = _EQUINOX_ERROR_NAME + ": "
 EQUINOX_FOOTER = "\n\n\n--------------------\n"
 
 # What `filter_jit` raises for Equinox's `error_if` failing inside it.
@@ -132,7 +133,7 @@ class _DropEquinoxCallbackErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return error is None or type(error).__name__ + ": " != EQUINOX_MARKER
+        return error is None or type(error).__name__ != _EQUINOX_ERROR_NAME
 
 
 # The loggers of the modules that run `jax.debug.callback` (ours) and
