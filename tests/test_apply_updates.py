@@ -79,3 +79,37 @@ def test_applying_an_update_and_its_negation_gives_the_model_back(
 def test_updates_of_another_structure_are_an_error():
     with pytest.raises(ValueError, match=r"structure of `model`(.|\n)*model\['b'\]"):
         pytreemod.apply_updates({"a": jnp.ones(1), "b": (1, 2)}, {"a": None, "b": (1,)})
+
+
+@pytest.mark.parametrize(
+    ("update", "update_shape"),
+    [
+        (jnp.ones(3), r"\(3,\)"),  # broadcasts over the rows
+        (jnp.ones((5, 2, 3)), r"\(5, 2, 3\)"),  # a batch of updates
+        (jnp.ones(4), r"\(4,\)"),  # cannot broadcast at all
+        (np.ones((3, 2)), r"\(3, 2\)"),  # NumPy arrays too
+    ],
+)
+def test_an_update_of_another_shape_is_an_error_naming_the_path(update, update_shape):
+    # A deliberate deviation (docs/compatibility.md): Equinox broadcasts.
+    model = {"layers": [Model(jnp.ones((2, 3)), jnp.zeros(2), jnp.array(0), None)]}
+    updates = {"layers": [Model(update, None, None, None)]}
+    with pytest.raises(
+        ValueError,
+        match=rf"update of shape {update_shape} for `model\['layers'\]\[0\]\.weight`,"
+        r" whose\nshape is \(2, 3\)",
+    ):
+        pytreemod.apply_updates(model, updates)
+
+
+def test_a_python_scalar_update_is_added_to_every_element():
+    # As in Equinox: a scalar has no shape to disagree with.
+    new = pytreemod.apply_updates({"w": jnp.ones((2, 2))}, {"w": 0.5})
+    assert new["w"].tolist() == [[1.5, 1.5], [1.5, 1.5]]
+
+
+def test_shapes_are_checked_per_example_under_vmap():
+    batched = pytreemod.filter_vmap(pytreemod.apply_updates)(
+        {"w": jnp.ones((4, 3))}, {"w": jnp.full((4, 3), 2.0)}
+    )
+    assert batched["w"].shape == (4, 3) and float(batched["w"].sum()) == 36.0

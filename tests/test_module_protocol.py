@@ -2,6 +2,7 @@
 plain functions in the class, signatures, `__new__`, warnings."""
 
 import abc
+import collections
 import functools
 import inspect
 from typing import Any, Generic, TypeVar
@@ -222,6 +223,66 @@ def test_static_array_inside_a_container_warns():
 
     with pytest.warns(UserWarning, match="A JAX array is being set as static!"):
         Config((jnp.ones(2),))
+
+
+class _Unit:
+    """A unit of measure: hashable by identity, with no order."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+_METRE, _SECOND = _Unit("m"), _Unit("s")
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_dict_with_unorderable_keys_constructs(static):
+    # Regression: the static-array check flattened the value with JAX, which
+    # sorts dict keys, so construction raised "Comparator raised exception
+    # while sorting pytree dictionary keys."
+    class Quantity(Module):
+        value: float
+        units: dict = field(static=static)
+
+    units = {_METRE: 1, _SECOND: -1}
+    quantity = Quantity(2.0, units)
+    assert quantity.units is units
+    assert quantity.value == 2.0
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda d: d,
+        lambda d: (1, [d]),
+        lambda d: collections.defaultdict(int, d),
+        lambda d: {"outer": d},
+    ],
+)
+def test_array_under_unorderable_keys_still_warns(wrap):
+    class Table(Module):
+        table: Any = field(static=True)
+
+    with pytest.warns(UserWarning, match="A JAX array is being set as static!"):
+        Table(wrap({_METRE: 1, _SECOND: jnp.ones(2)}))
+
+
+def test_static_value_whose_flatten_raises_constructs():
+    # A static value is never flattened by transforms, so a pytree node that
+    # cannot flatten is no reason to refuse it.
+    class Broken:
+        pass
+
+    def refuse(_):
+        raise RuntimeError("cannot flatten")
+
+    jax.tree_util.register_pytree_node(Broken, refuse, lambda _, c: Broken())
+
+    class Holder(Module):
+        value: Any = field(static=True)
+
+    broken = Broken()
+    assert Holder(broken).value is broken
 
 
 @pytest.mark.parametrize("transform", [jax.jit, jax.vmap, jax.grad, jax.checkpoint])

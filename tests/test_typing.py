@@ -21,6 +21,12 @@ _MISSING = (
     "{tool} is not installed in this environment; it is part of the `test` "
     "extra: `pip install -e '.[test]'`."
 )
+# How many of the typical misuses in `user_code.py` each checker flags today,
+# of the 10 there: all but assigning to a field after `__init__` (the one
+# `# unflagged` line). It may grow, never shrink: a marker turned into
+# `# unflagged`, or a mistake deleted, fails the tests below.
+_FLAGGED_MISUSES = 9
+_UNFLAGGED_MISUSES = 1
 
 
 def _markers(kind: str) -> dict[int, str]:
@@ -56,8 +62,20 @@ def _run(tmp_path: pathlib.Path, *command: str) -> str:
     return result.stdout
 
 
+def test_the_count_of_flagged_misuses_never_shrinks():
+    # Pins the markers themselves; the checker tests below pin that each
+    # checker flags every `# error` line.
+    assert len(_markers("error")) >= _FLAGGED_MISUSES
+    assert len(_markers("unflagged")) <= _UNFLAGGED_MISUSES
+
+
 def _check(errors: dict[int, str], revealed: dict[int, str], checker: str) -> None:
     expected_errors = set(_markers("error"))
+    flagged = expected_errors & set(errors)
+    assert len(flagged) >= _FLAGGED_MISUSES, (
+        f"{checker} flags {len(flagged)} of the typical misuses, fewer than "
+        f"the {_FLAGGED_MISUSES} it flagged before"
+    )
     unexpected = {n: m for n, m in errors.items() if n not in expected_errors}
     assert not unexpected, f"{checker} flagged lines that are correct: {unexpected}"
     missed = sorted(expected_errors - set(errors))

@@ -151,11 +151,6 @@ def test_axis_size_broadcasts_when_nothing_is_mapped():
     assert out.shape == (3, 2)
 
 
-def test_nothing_mapped_and_nothing_batched_out_just_calls():
-    out = eqx.filter_vmap(lambda x: x + 1, in_axes=None, out_axes=None)(jnp.ones(2))
-    np.testing.assert_allclose(out, [2.0, 2.0])
-
-
 def test_in_axes_per_argument_prefix_and_named():
     params = {"w": jnp.ones((3, 2)), "b": jnp.arange(3.0)}
 
@@ -211,6 +206,36 @@ def test_nested_vmap_inside_jit():
 def test_no_mapped_input_and_no_axis_size_is_an_error():
     with pytest.raises(ValueError, match="cannot tell the size of the batch"):
         eqx.filter_vmap(lambda x: x, in_axes=None)(jnp.ones(3))
+
+
+@pytest.mark.parametrize(
+    ("in_axes", "out_axes", "args", "named"),
+    [
+        # Equinox returns these outputs unbatched (2.0, and [2., 2.]).
+        (eqx.if_array(0), eqx.if_array(0), (1.0,), "the arguments hold no arrays"),
+        (None, None, (jnp.ones(2),), "every array: `args[0]`"),
+        (
+            (None, None),
+            eqx.if_array(0),
+            (jnp.ones(2), {"w": jnp.ones(3), "act": "relu"}),
+            "every array: `args[0]`, `args[1]['w']`",
+        ),
+    ],
+)
+def test_nothing_mapped_is_an_error_whatever_the_output(in_axes, out_axes, args, named):
+    # A deliberate deviation (docs/compatibility.md): Equinox calls the
+    # function once and returns its output without a batch axis.
+    calls = []
+
+    def f(x, *rest):
+        calls.append(x)
+        return x + 1
+
+    vmapped = eqx.filter_vmap(f, in_axes=in_axes, out_axes=out_axes)
+    with pytest.raises(ValueError, match=r"^Cannot resolve batch dimension\.") as e:
+        vmapped(*args)
+    assert named in str(e.value) and "axis_size=n" in str(e.value)
+    assert calls == []  # refused before running anything
 
 
 def test_mismatched_sizes_name_paths_and_sizes():

@@ -171,7 +171,11 @@ class _Report:
 
     def fail_on_host(self, pred: np.ndarray, index: np.ndarray) -> None:
         errors = self.errors(pred, index)
-        raise_from_host(_RUNTIME_MESSAGE.format(stack=self.stack, errors=errors))
+        raise_from_host(
+            _RUNTIME_MESSAGE.format(stack=self.stack, errors=errors),
+            errors=errors or "",
+            stack=self.stack,
+        )
 
 
 def _make_check(report: _Report) -> Any:

@@ -12,6 +12,7 @@ the hierarchy.
 """
 
 import abc
+import collections
 import dataclasses
 import inspect
 import types
@@ -366,10 +367,36 @@ class _ModuleMeta(abc.ABCMeta):
         return self
 
 
+# Values that are never arrays nor hold one: the common static fields.
+_PLAIN_TYPES = frozenset((int, str, bool, float, type(None)))
+# The pytree nodes whose flatten sorts their keys, which raises for keys that
+# cannot be ordered (`{meters: 1, seconds: -1}` keyed by plain objects).
+_SORTED_DICT_TYPES = frozenset((dict, collections.defaultdict))
+
+
+def _is_sorted_dict(value: Any) -> bool:
+    return type(value) in _SORTED_DICT_TYPES
+
+
 def _holds_array(value: Any) -> bool:
-    if type(value) in (int, str, bool, float, type(None)):
+    """Whether a static field's `value` holds a JAX or NumPy array, for the
+    static-array warning. Never raises: any value constructs. Dicts are walked
+    by their values, not through JAX's flatten, which sorts keys; a value
+    whose own pytree flatten raises is taken to hold none, since a static
+    value is never flattened by transforms either."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
         return False
-    return any(is_array(leaf) for leaf in jax.tree_util.tree_leaves(value))
+    if kind in _SORTED_DICT_TYPES:
+        return any(_holds_array(item) for item in value.values())
+    try:
+        leaves = jax.tree_util.tree_leaves(value, is_leaf=_is_sorted_dict)
+    except Exception:
+        return False
+    return any(
+        _holds_array(leaf) if type(leaf) in _SORTED_DICT_TYPES else is_array(leaf)
+        for leaf in leaves
+    )
 
 
 def _check_unset(self: Any, info: _ClassInfo) -> None:

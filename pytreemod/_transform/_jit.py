@@ -119,8 +119,13 @@ class _JitWrapper(Generic[_P, _T]):
             )
         try:
             out = entry.call(*self._fun_arrays, *layout.arrays_of(leaves))
-        except jax.errors.JaxRuntimeError as error:
-            raise as_runtime_error(error) from None
+        except (jax.errors.JaxRuntimeError, ValueError) as error:
+            # JAX reports an exception raised in a host callback as either
+            # (as `equinox.filter_jit` also expects).
+            runtime_error = as_runtime_error(error)
+            if runtime_error is error:
+                raise
+            raise runtime_error from None
         return out.plan.unflatten(out.arrays)
 
     def lower(self, /, *args: _P.args, **kwargs: _P.kwargs) -> Lowered:

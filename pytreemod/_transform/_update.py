@@ -3,7 +3,9 @@
 from typing import Any
 
 import jax.tree_util as jtu
+import numpy as np
 
+from .._module._is_array import is_array
 from ._filters import _flatten_up_to, _is_none
 
 __all__ = ["apply_updates"]
@@ -18,9 +20,26 @@ Compute the updates from the model's own arrays, for example
     params = pytreemod.filter(model, pytreemod.is_inexact_array)
     updates, opt_state = optimiser.update(grads, opt_state, params)"""
 
+_SHAPE_MISMATCH = """\
+`apply_updates` got an update of shape {update_shape} for `{path}`, whose
+shape is {value_shape}. An array update must have its parameter's shape:
+adding it would broadcast instead (Equinox does so silently), changing the
+parameter's shape or adding one update to many elements. Probably the updates
+were computed for another model, or for a batch of models (`vmap`); compute
+them from this model's own arrays, for example
+    params = pytreemod.filter(model, pytreemod.is_inexact_array)
+    updates, opt_state = optimiser.update(grads, opt_state, params)"""
 
-def _add(update: Any, value: Any) -> Any:
-    return value if update is None else value + update
+
+def _shape_mismatch(updates: Any, index: int, update: Any, value: Any) -> str:
+    """The error for the `index`-th leaf of `updates`, whose shape differs
+    from its parameter `value`'s."""
+    path, _ = jtu.tree_flatten_with_path(updates, is_leaf=_is_none)[0][index]
+    return _SHAPE_MISMATCH.format(
+        update_shape=tuple(update.shape),
+        path="model" + jtu.keystr(path),
+        value_shape=tuple(np.shape(value)),
+    )
 
 
 def apply_updates(model: Any, updates: Any) -> Any:
@@ -42,7 +61,8 @@ def apply_updates(model: Any, updates: Any) -> Any:
         the update is not `None` and the original leaf elsewhere.
 
     Raises:
-        ValueError: if `updates` does not have the structure of `model`.
+        ValueError: if `updates` does not have the structure of `model`, or an
+            array update's shape differs from its leaf's (Equinox broadcasts).
 
     Example:
         >>> import jax.numpy as jnp
@@ -65,6 +85,15 @@ def apply_updates(model: Any, updates: Any) -> Any:
             update_side=update_side,
         ),
     )
-    return treedef.unflatten(
-        [_add(u, m) for u, m in zip(update_leaves, model_parts, strict=True)]
-    )
+    leaves = []
+    for index, (update, value) in enumerate(
+        zip(update_leaves, model_parts, strict=True)
+    ):
+        if update is not None:
+            # A Python scalar update is added to every element on purpose;
+            # an array must have its parameter's shape.
+            if is_array(update) and update.shape != np.shape(value):
+                raise ValueError(_shape_mismatch(updates, index, update, value))
+            value = value + update
+        leaves.append(value)
+    return treedef.unflatten(leaves)

@@ -79,12 +79,14 @@ subtree) in `in_axes` for the arguments that should not be mapped, or reshape
 the arrays so that their mapped axes agree."""
 
 _NO_BATCH_SIZE = """\
-`filter_vmap` cannot tell the size of the batch: no input is mapped (every
-leaf of the arguments got axis `None` from `in_axes`) and `axis_size` was not
-given, yet `out_axes` asks for a mapped output at `{path}`. Either
-  1. map at least one input, e.g. `in_axes=pytreemod.if_array(0)`; or
+Cannot resolve batch dimension. `filter_vmap` cannot tell the size of the batch:
+no input is mapped and `axis_size` was not given; {unmapped}.
+(Equinox raises this only when an output is mapped; otherwise it runs the
+function once and returns its output without a batch axis, which a caller
+cannot tell from a batched one.) Either
+  1. map an array input, e.g. `in_axes=pytreemod.if_array(0)` (the default);
   2. pass `axis_size=n` to broadcast the computation over a batch of n; or
-  3. set `out_axes=None` if the output is not meant to be batched."""
+  3. call the function directly if nothing is meant to be batched."""
 
 _UNMAPPED_BATCHED = """\
 `out_axes` gives `None` (not mapped) to an array output that differs across
@@ -340,6 +342,20 @@ def _unmapped_but_batched(static: list, axes: list, treedef: Any) -> str:
     return _UNMAPPED_BATCHED.format(paths=", ".join(f"`{p}`" for p in paths))
 
 
+def _unmapped_arrays(args: tuple) -> str:
+    """The array leaves of `args`, all of which got axis `None`, for
+    `_NO_BATCH_SIZE`."""
+    paths = [
+        "`args" + jtu.keystr(path) + "`"
+        for path, leaf in jtu.tree_flatten_with_path(args)[0]
+        if is_array(leaf)
+    ]
+    if not paths:
+        return "the arguments hold no arrays"
+    shown = ", ".join(paths[:5]) + (", ..." if len(paths) > 5 else "")
+    return f"`in_axes` gave axis `None` to every array: {shown}"
+
+
 class _VmapWrapper(Module):
     """What `filter_vmap(fun)` returns: a Module, so that a vmapped model is
     still a pytree of its arrays."""
@@ -364,7 +380,7 @@ class _VmapWrapper(Module):
         axes = resolve_axes(in_axes, args, "in_axes", "args")
         size = check_mapped_leaves(args, leaves, axes, self.axis_size, "filter_vmap")
         if size is None:
-            return self._call_unbatched(args)
+            raise ValueError(_NO_BATCH_SIZE.format(unmapped=_unmapped_arrays(args)))
 
         mapped_index = [i for i, axis in enumerate(axes) if axis is not None]
         traced: dict[str, Any] = {}
@@ -393,17 +409,6 @@ class _VmapWrapper(Module):
                 raise ValueError(_unmapped_but_batched(*traced["rest"])) from e
             raise
         return join_output(out_mapped, out_unmapped, *traced["rest"])
-
-    def _call_unbatched(self, args: tuple) -> Any:
-        # Nothing is mapped: run once, which is fine as long as no output
-        # asks for a batch axis that nothing could give a size to.
-        out = self.fun(*args)
-        axes = resolve_axes(self.out_axes, out, "out_axes", "output")
-        for index, axis in enumerate(axes):
-            if axis is not None:
-                path = _leaf_path(out, index, "output")
-                raise ValueError(_NO_BATCH_SIZE.format(path=path))
-        return out
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         # Used as a method decorator: bind the instance as the first argument.
@@ -473,7 +478,9 @@ def filter_vmap(
 
     Raises:
         ValueError: if `in_axes`/`out_axes` is not a prefix of the
-            arguments/outputs, maps a non-array, or mapped sizes disagree.
+            arguments/outputs, maps a non-array, or mapped sizes disagree;
+            or if no input is mapped and `axis_size` is not given (Equinox
+            returns the unbatched output then).
 
     Example:
         >>> import jax.numpy as jnp
