@@ -19,3 +19,4 @@ from ._loss_scale import (
     NoOpLossScale as NoOpLossScale,
     StaticLossScale as StaticLossScale,
 )
+from ._initialise import initialise as initialise, path_key as path_key
