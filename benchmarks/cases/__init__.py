@@ -12,6 +12,7 @@ from . import (
     ensemble,
     flatten_unflatten,
     jit_forward,
+    mixed_precision_step,
     sharded_step,
     stateful_step,
     tracing,
@@ -27,6 +28,7 @@ CASES: tuple[Case, ...] = (
     sharded_step.CASE,
     train_loop.CASE,
     stateful_step.CASE,
+    mixed_precision_step.CASE,
     ensemble.CASE,
     tracing.CASE,
 )
