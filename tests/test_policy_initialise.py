@@ -263,6 +263,16 @@ _SHARDED = textwrap.dedent(
     compiled = _initialise.compiled_initialiser(jobs).lower(key).compile()
     memory = compiled.memory_analysis()
     model = initialise(abstract, rules, key=key, shardings=shardings)
+
+
+    def whole():  # live arrays of a weight's full shape held by one device
+        return sum(
+            a.shape == (N, N) and len(a.sharding.device_set) == 1
+            for a in jax.live_arrays()
+        )
+
+
+    whole_sharded = whole()
     unsharded = initialise(abstract, rules, key=key)
     shards = model.up.weight.addressable_shards
     report = {
@@ -272,6 +282,8 @@ _SHARDED = textwrap.dedent(
         "full_shape_in_hlo": f"f32[{N},{N}]" in compiled.as_text(),
         "shard_shapes": sorted({tuple(s.data.shape) for s in shards}),
         "devices": len(shards),
+        "whole_on_one_device": whole_sharded,
+        "whole_after_unsharded": whole(),
         "spec_up": str(model.up.weight.sharding.spec),
         "spec_down": str(model.down.weight.sharding.spec),
         "bias_spec": str(model.up.bias.sharding.spec),
@@ -297,6 +309,8 @@ def test_sharded_initialisation_creates_each_array_directly_sharded(sharded):
     devices ends up holding its 64-row shard only."""
     normal = sharded
     assert normal["devices"] == 8
+    assert normal["whole_on_one_device"] == 0  # among `jax.live_arrays()`
+    assert normal["whole_after_unsharded"] == 2  # the check sees whole arrays
     assert normal["shard_shapes"] == [[64, 512]]
     assert normal["spec_up"] == "P('model',)"
     assert normal["spec_down"] == "P(None, 'model')"

@@ -419,3 +419,30 @@ def test_dtype_names_and_aliases():
 def test_dynamic_loss_scale_misuse(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DynamicLossScale(**kwargs)
+
+
+def test_from_string_as_jmp_writes_it():
+    p = MixedPrecision.from_string("params=float32,compute=bfloat16,output=float16")
+    assert (p.param, p.compute, p.output) == (
+        jnp.dtype(F32),
+        jnp.dtype(BF16),
+        jnp.dtype(F16),
+    )
+    assert MixedPrecision.from_string("c=bf16") == MixedPrecision(compute=BF16)
+    with pytest.raises(ValueError, match="'weights=f32' should be `name=dtype`"):
+        MixedPrecision.from_string("weights=f32,c=bf16")
+    with pytest.raises(TypeError, match="`compute` must be a floating dtype"):
+        MixedPrecision.from_string("c=int8")
+
+
+def test_a_policy_is_hashable_and_passes_through_filter_jit_as_static():
+    @ptm.filter_jit
+    @ptm.debug.assert_max_traces(max_traces=1)
+    def run(policy, x):
+        return policy.cast_inputs(x)
+
+    norms_f32 = [(NORMS, F32)]
+    for _ in range(3):
+        policy = MixedPrecision(compute="bf16", rules=norms_f32)
+        assert run(policy, jnp.ones(2)).dtype == BF16
+    assert hash(policy) == hash(MixedPrecision(compute="bf16", rules=norms_f32))

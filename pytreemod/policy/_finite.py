@@ -63,7 +63,8 @@ def select_tree(pred: Any, on_true: Any, on_false: Any) -> Any:
         )
     true_leaves, treedef = jtu.tree_flatten_with_path(on_true)
     false_leaves, false_def = jtu.tree_flatten(on_false)
-    if treedef != false_def:
+    structures: list[Any] = [treedef, false_def]  # (PyTreeDef's stubs lack ==)
+    if structures[0] != structures[1]:
         raise ValueError(
             "`select_tree` needs two trees of the same structure; got\n"
             f"    {treedef}\nand\n    {false_def}"
@@ -80,4 +81,4 @@ def select_tree(pred: Any, on_true: Any, on_false: Any) -> Any:
                 f"between the two trees ({a!r} and {b!r}); only arrays can be "
                 "chosen inside a compiled step."
             )
-    return treedef.unflatten(out)
+    return jtu.tree_unflatten(treedef, out)

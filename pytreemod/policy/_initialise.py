@@ -301,4 +301,4 @@ def initialise(
     leaves, treedef = jtu.tree_flatten(tree)
     for job, array in zip(jobs, arrays, strict=True):
         leaves[job.index] = array
-    return treedef.unflatten(leaves)
+    return jtu.tree_unflatten(treedef, leaves)

@@ -135,6 +135,40 @@ class MixedPrecision:
         set_(self, "rules", parse_rules(rules, what="`rules`", check=check))
         set_(self, "missing_ok", bool(missing_ok))
 
+    @classmethod
+    def from_string(
+        cls, spec: str, *, rules: Any = (), missing_ok: bool = False
+    ) -> "MixedPrecision":
+        """A policy from a string of comma-separated `name=dtype` pairs, as jmp
+        writes them: `"params=float32,compute=bfloat16,output=float32"`. The
+        names may be shortened to `p`, `c`, `o` (and `param`), the dtypes
+        written as `MixedPrecision` takes them (`"bf16"`, `"f32"`).
+
+        Raises:
+            ValueError: naming the part of `spec` that is not `name=dtype` or
+                whose name is not one of params, compute, output.
+
+        Example:
+            >>> import pytreemod as ptm
+            >>> p = ptm.policy.MixedPrecision.from_string("p=f32,c=bf16,o=f32")
+            >>> p.param.name, p.compute.name, p.output.name
+            ('float32', 'bfloat16', 'float32')
+        """
+        names = {"p": "param", "param": "param", "params": "param"}
+        names |= {"c": "compute", "compute": "compute"}
+        names |= {"o": "output", "output": "output"}
+        dtypes: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, equals, dtype = (x.strip() for x in part.partition("="))
+            if not equals or name.lower() not in names:
+                raise ValueError(
+                    f"{spec!r} is not a precision policy: {part!r} should be "
+                    "`name=dtype` with name one of params, compute, output (or "
+                    "p, c, o), e.g. 'params=float32,compute=bfloat16,output=float32'."
+                )
+            dtypes[names[name.lower()]] = dtype
+        return cls(**dtypes, rules=rules, missing_ok=missing_ok)
+
     def _leaf_dtypes(self, tree: Any, leaves: list[Any]) -> list[Any]:
         """The compute dtype (or `KEEP`, or `None`) of each of `leaves`, the
         leaves of `tree`."""
@@ -161,7 +195,7 @@ class MixedPrecision:
         """
         leaves, treedef = jtu.tree_flatten(tree)
         out = self._leaf_dtypes(tree, leaves)
-        return treedef.unflatten(out)
+        return jtu.tree_unflatten(treedef, out)
 
     def cast_to_compute(self, tree: Any) -> Any:
         """`tree` (a model, or its parameters) for the forward pass: every
@@ -183,7 +217,7 @@ class MixedPrecision:
             leaf if dtype is None or dtype is KEEP else _cast(leaf, dtype)
             for leaf, dtype in zip(leaves, dtypes, strict=True)
         ]
-        return treedef.unflatten(out)
+        return jtu.tree_unflatten(treedef, out)
 
     def cast_to_param(self, tree: Any) -> Any:
         """Every floating array of `tree` cast to `param`, except those a
@@ -204,7 +238,7 @@ class MixedPrecision:
             leaf if rule is not None else _cast(leaf, self.param)
             for leaf, rule in zip(leaves, matched, strict=True)
         ]
-        return treedef.unflatten(out)
+        return jtu.tree_unflatten(treedef, out)
 
     def cast_inputs(self, tree: Any) -> Any:
         """Every floating array of `tree` (a batch, say) cast to `compute`.
