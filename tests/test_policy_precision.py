@@ -92,6 +92,12 @@ def test_bf16_mlp_forward_equals_hand_cast_bit_for_bit():
 
 def test_bf16_transformer_block_keeps_layer_norms_in_float32_bit_for_bit():
     block = Block(8, 2, jax.random.key(1))
+    # norm weights and biases that bfloat16 cannot hold exactly
+    block = ptm.tree_at(
+        lambda b: (b.norm1.weight, b.norm1.bias, b.norm2.weight),
+        block,
+        (1 + 0.1 * _data((8,), 3), 0.1 * _data((8,), 4), 1 + 0.1 * _data((8,), 5)),
+    )
     x = _data((6, 8), seed=1)
     policy = MixedPrecision(compute="bfloat16", output="float32", rules=[(NORMS, F32)])
 
@@ -101,6 +107,11 @@ def test_bf16_transformer_block_keeps_layer_norms_in_float32_bit_for_bit():
     assert running.attention.query_proj.weight.dtype == BF16
     # kept float32 arrays are the very same objects
     assert running.norm1.weight is block.norm1.weight
+    # and the kept norm computes in float32 on bfloat16 input (as
+    # docs/policies.md says): the float32 layer's answer, rounded once
+    h = (_data((8,), seed=2) * 3 + 1).astype(BF16)
+    _same_bits(running.norm1(h), block.norm1(h.astype(F32)).astype(BF16))
+    assert not np.array_equal(running.norm1(h), _cast(block.norm1, BF16)(h))
 
     def by_hand(block):
         # the Equinox way: tree_at the layers to cast, norms left alone
