@@ -12,6 +12,7 @@ import pytest
 import pytreemod
 import pytreemod.debug
 import pytreemod.nn
+import pytreemod.policy
 import pytreemod.select
 import pytreemod.sharding
 
@@ -34,6 +35,7 @@ PUBLIC = [
         pytreemod,
         pytreemod.nn,
         pytreemod.debug,
+        pytreemod.policy,
         pytreemod.select,
         pytreemod.sharding,
     )

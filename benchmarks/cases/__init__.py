@@ -13,6 +13,7 @@ from . import (
     flatten_unflatten,
     frozen_step,
     jit_forward,
+    mixed_precision_step,
     sharded_step,
     stateful_step,
     tracing,
@@ -29,6 +30,7 @@ CASES: tuple[Case, ...] = (
     sharded_step.CASE,
     train_loop.CASE,
     stateful_step.CASE,
+    mixed_precision_step.CASE,
     ensemble.CASE,
     tracing.CASE,
 )
