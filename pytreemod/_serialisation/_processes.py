@@ -1,0 +1,87 @@
+"""Ordering the processes of one save: barriers, and a value that process 0
+chooses and every process reads.
+
+Through the client of JAX's distributed runtime where there is one (its
+barriers time out, so a process that died mid-save makes the others fail
+with an error instead of waiting forever), else through device collectives
+(`jax.experimental.multihost_utils`). Every process calls `save` the same
+number of times in the same order, so a per-process count of saves names
+each save's barriers alike on all of them.
+"""
+
+import itertools
+
+import jax
+import numpy as np
+
+from .._module._compat import distributed_client
+from ._errors import CheckpointError
+
+# How long a process waits at a barrier for the others (writing a large model
+# to a slow file system takes minutes).
+TIMEOUT_S = 30 * 60
+
+_saves = itertools.count()
+_MAX_VALUE = 4096  # bytes of a shared value, without the distributed client
+
+_STUCK = """\
+The save of {path} stopped at its barrier `{name}`: not every process reached
+it within {timeout} s ({error}). Every process of the job must call
+`pytreemod.save(path, tree)` with the same arguments, and all of them must
+see one shared file system at `path`. The checkpoint at {path} is still the
+previous one."""
+
+
+class Coordinator:
+    """The barriers and shared values of one save, named after its number."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.index = jax.process_index()
+        self.count = jax.process_count()
+        self._prefix = f"pytreemod/save/{next(_saves)}"
+        self._client = distributed_client() if self.count > 1 else None
+
+    def barrier(self, step: str) -> None:
+        """Return once every process has called `barrier(step)`."""
+        if self.count == 1:
+            return
+        name = f"{self._prefix}/{step}"
+        try:
+            if self._client is not None:
+                self._client.wait_at_barrier(name, TIMEOUT_S * 1000)
+            else:  # pragma: no cover - depends on the JAX version
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices(name)
+        except Exception as error:
+            raise self._stuck(name, error) from error
+
+    def from_first(self, step: str, value: str) -> str:
+        """Process 0's `value` (a short string), on every process."""
+        if self.count == 1:
+            return value
+        name = f"{self._prefix}/{step}"
+        if self._client is None:  # pragma: no cover - depends on the JAX version
+            from jax.experimental import multihost_utils
+
+            raw = value.encode()[:_MAX_VALUE].ljust(_MAX_VALUE, b"\0")
+            got = multihost_utils.broadcast_one_to_all(np.frombuffer(raw, np.uint8))
+            return bytes(np.asarray(got, np.uint8)).rstrip(b"\0").decode()
+        if self.index == 0:
+            self._client.key_value_set(name, value)
+            return value
+        try:
+            return self._client.blocking_key_value_get(name, TIMEOUT_S * 1000)
+        except Exception as error:
+            raise self._stuck(name, error) from error
+
+    def _stuck(self, name: str, error: Exception) -> CheckpointError:
+        return CheckpointError(
+            _STUCK.format(
+                path=self.path,
+                name=name,
+                timeout=TIMEOUT_S,
+                error=str(error).splitlines()[0][:200] if str(error) else error,
+            )
+        )
