@@ -158,6 +158,8 @@ def test_save_restore_continue_across_layouts_and_process_counts(reference):
         print(f"2 processes: {out['bytes']} ({ratio:.3f} of the data)")
         assert 0.48 < ratio < 0.53, out["bytes"]
         assert out["saving_killed"] is True and "unexpected" not in out
+        assert "is a single-file checkpoint" in out["save_over_file"]
+    assert ptm.load_metadata(work / "single.ckpt") == {"step": 2}
     # The killed save left the checkpoint of step 2, whole.
     assert ptm.load_metadata(ckpt) == {"step": 2}
     loaded = ptm.load(ckpt, worker.start())
