@@ -277,6 +277,25 @@ def four_processes(work: str, out: Results) -> None:
     out["bytes"] = bytes_read_by_load(work)
     out["shard_replicated"] = shard_committed_replicated()
 
+    # Process 2 fails to write (a full disk): every process raises, promptly,
+    # and the checkpoint stays the previous one.
+    import zipfile
+
+    writestr = zipfile.ZipFile.writestr
+    if jax.process_index() == 2:
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        zipfile.ZipFile.writestr = full
+    try:
+        ptm.save(path, state, metadata={"step": 99})
+        out["failed_save"] = "saved"
+    except Exception as error:
+        out["failed_save"] = f"{type(error).__name__}: {error}"
+    zipfile.ZipFile.writestr = writestr
+    out["after_failed_save"] = ptm.load_metadata(path)
+
     sync("results written")
     if jax.process_index() == 0:
         from pytreemod._serialisation import _folder

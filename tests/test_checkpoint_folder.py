@@ -364,3 +364,17 @@ def test_fuzzed_folders_load_identically_or_raise(tmp_path_factory, data):
     np.testing.assert_array_equal(
         loaded["w"], np.arange(24.0, dtype=np.float32).reshape(4, 6)
     )
+
+
+def test_a_save_of_more_processes_than_files_kept_open_reads_back(tmp_path):
+    # One process restoring a save of many: data files are opened as needed,
+    # and the least recently used closed, so file descriptors stay bounded.
+    from pytreemod._serialisation._folder import MAX_OPEN
+
+    n = MAX_OPEN + 6
+    array = np.arange(2 * n, dtype=np.float32)
+    _craft(tmp_path / "ckpt", array, [list(range(2, 2 * n, 2))], list(range(n)))
+    before = len(os.listdir("/proc/self/fd"))
+    out = pytreemod.load(tmp_path / "ckpt", {"w": np.zeros(2 * n, np.float32)})
+    np.testing.assert_array_equal(out["w"], array)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -198,7 +198,13 @@ def test_save_restore_continue_across_layouts_and_process_counts(reference):
     # 8 devices in 4 processes, both axes across processes. Process 0 is
     # killed just before it commits its save.
     four = _run_job("four", 4, 2, work, killed=0)
-    for out in four:
+    for i, out in enumerate(four):
+        assert out["after_failed_save"] == {"step": 4}
+        if i == 2:
+            assert out["failed_save"].startswith("OSError: [Errno 28]")
+        else:
+            assert out["failed_save"].startswith("CheckpointError: the save of")
+            assert "process 2: OSError: [Errno 28] No space left" in out["failed_save"]
         _same_sums(out["sums_at_4"], one["sums_at_4"])
         _assert_same(out["continued"], _losses(reference, 4, 6))
         assert out["shard_replicated"] is True

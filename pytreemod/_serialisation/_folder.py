@@ -11,13 +11,14 @@
 A save on N processes: process 0 creates `data-<random>/` and shares its
 name; every process writes the shards it owns (`_layout.plan`) into its own
 `process-<i>.zip` (a plain stored zip, as a single-file checkpoint) and
-fsyncs it; a barrier; process 0 reads the central directories of all N
+fsyncs it; process 0 waits for every process's word that it has written (or
+failed: then nobody commits); it reads the central directories of all N
 files (their CRC-32s, bounded), writes `header.json` with
 `replace_atomically` (the commit: before it, readers see the previous
 header and its data, untouched), removes older data folders, and tells the
-others the outcome. So a reader sees a whole checkpoint or the previous one,
-and a process killed at any point of a save leaves the previous one
-loadable.
+others the outcome, which each waits for before returning. So a reader
+sees a whole checkpoint or the previous one, and a process killed at any
+point of a save leaves the previous one loadable.
 
 Reading trusts nothing: `header.json` is read with a bounded size and
 checked field by field (shards must tile each array), data files are opened
@@ -26,6 +27,7 @@ the members the header gives them, and each shard's member must have the
 CRC-32 the header lists.
 """
 
+import collections
 import contextlib
 import os
 import pathlib
@@ -44,6 +46,7 @@ from ._errors import CheckpointError
 from ._processes import Coordinator
 
 _DATA_FOLDER = re.compile(r"data-[0-9a-f]{12}")
+MAX_OPEN = 64
 
 _NOT_A_FOLDER = """\
 {path} is a single-file checkpoint, and a save from {count} processes writes a
@@ -71,38 +74,65 @@ def save(path: Any, entries: list[dict], arrays: list[Any], metadata: Any) -> No
     planned = _layout.plan(arrays, coordinator.count)
     name = ""
     if coordinator.index == 0:
-        name = f"data-{secrets.token_hex(6)}"
-        (target / name).mkdir(parents=True)
+        try:
+            name = f"data-{secrets.token_hex(6)}"
+            (target / name).mkdir(parents=True)
+        except OSError as error:
+            name = f"{type(error).__name__}: {error}"
     # The folder exists before its name reaches the other processes.
     name = coordinator.from_first("data", name)
-    if _DATA_FOLDER.fullmatch(name) is None:  # pragma: no cover - defensive
-        raise CheckpointError(f"process 0 sent the data folder name {name!r:.40}")
+    if _DATA_FOLDER.fullmatch(name) is None:
+        raise CheckpointError(f"process 0 could not start the save of {path}: {name}")
     folder = target / name
-    with open(folder / data_file(coordinator.index), "xb") as file:
+    failure: BaseException | None = None
+    try:
+        _write(folder, arrays, planned, coordinator.index)
+    except Exception as error:
+        failure = error
+    statuses = coordinator.gather(
+        "written", "ok" if failure is None else _say(failure, coordinator.index)
+    )
+    outcome = "ok"
+    if coordinator.index == 0:
+        outcome = "; ".join(s for s in statuses if s != "ok") or "ok"
+        if outcome == "ok":
+            try:
+                _commit(target, folder, entries, planned, metadata, coordinator.count)
+            except BaseException as error:
+                outcome = _say(error, 0)
+                coordinator.from_first("committed", outcome)
+                raise
+    outcome = coordinator.from_first("committed", outcome)
+    if failure is not None:
+        raise failure
+    if outcome != "ok":
+        raise CheckpointError(
+            f"the save of {path} failed, so it still holds the previous "
+            f"checkpoint: {outcome}"
+        )
+
+
+def _say(error: BaseException, process: int) -> str:
+    return f"process {process}: {type(error).__name__}: {error}"
+
+
+def _write(
+    folder: pathlib.Path,
+    arrays: list[Any],
+    planned: list[list[_layout.PlannedShard]],
+    process: int,
+) -> None:
+    """Write (and fsync) the data file of `process`: the shards it owns."""
+    with open(folder / data_file(process), "xb") as file:
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
             for leaf, shards in zip(arrays, planned, strict=True):
                 for shard in shards:
-                    if shard.owner == coordinator.index:
+                    if shard.owner == process:
                         data = _layout.shard_data(leaf, shard)
                         archive.writestr(shard.member, _raw(data))
         file.flush()
         os.fsync(file.fileno())
     _fsync_folder(folder)
-    coordinator.barrier("written")
-    outcome = "ok"
-    if coordinator.index == 0:
-        try:
-            _commit(target, folder, entries, planned, metadata, coordinator.count)
-        except BaseException as error:
-            outcome = f"{type(error).__name__}: {error}"
-            coordinator.from_first("committed", outcome)
-            raise
-    outcome = coordinator.from_first("committed", outcome)
-    if outcome != "ok":
-        raise CheckpointError(
-            f"process 0 could not commit the save of {path}, so it still holds "
-            f"the previous checkpoint: {outcome}"
-        )
 
 
 def _commit(
@@ -206,7 +236,11 @@ class Folder:
             for shard in leaf.shards:
                 assert shard.process is not None
                 self._expected.setdefault(shard.process, set()).add(shard.member)
-        self._archives: dict[int, Archive] = {}
+        # Open data files, least recently used first; at most `MAX_OPEN` stay
+        # open, so that one process can read a save of thousands.
+        self._archives: collections.OrderedDict[int, Archive] = (
+            collections.OrderedDict()
+        )
 
     def __enter__(self) -> "Folder":
         return self
@@ -234,4 +268,7 @@ class Folder:
                     "its members are not the ones the checkpoint's header lists"
                 )
             self._archives[process] = archive
+            if len(self._archives) > MAX_OPEN:
+                self._archives.popitem(last=False)[1].__exit__()
+        self._archives.move_to_end(process)
         return self._archives[process]

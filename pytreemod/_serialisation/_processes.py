@@ -1,12 +1,13 @@
-"""Ordering the processes of one save: barriers, and a value that process 0
-chooses and every process reads.
+"""Ordering the processes of one save: a value that process 0 chooses and
+every process reads (`from_first`), and every process's word to process 0
+(`gather`). Each is a barrier: the readers wait for the writer(s).
 
-Through the client of JAX's distributed runtime where there is one (its
-barriers time out, so a process that died mid-save makes the others fail
+Through the key-value store of JAX's distributed runtime where there is one
+(its reads time out, so a process that died mid-save makes the others fail
 with an error instead of waiting forever), else through device collectives
-(`jax.experimental.multihost_utils`). Every process calls `save` the same
-number of times in the same order, so a per-process count of saves names
-each save's barriers alike on all of them.
+(`jax.experimental.multihost_utils`, which wait without a timeout). Every
+process calls `save` the same number of times in the same order, so a
+per-process count of saves names each save's barriers alike on all of them.
 """
 
 import itertools
@@ -25,7 +26,7 @@ _saves = itertools.count()
 _MAX_VALUE = 4096  # bytes of a shared value, without the distributed client
 
 _STUCK = """\
-The save of {path} stopped at its barrier `{name}`: not every process reached
+The save of {path} stopped at its barrier `{name}`: a process did not reach
 it within {timeout} s ({error}). Every process of the job must call
 `pytreemod.save(path, tree)` with the same arguments, and all of them must
 see one shared file system at `path`. The checkpoint at {path} is still the
@@ -42,21 +43,6 @@ class Coordinator:
         self._prefix = f"pytreemod/save/{next(_saves)}"
         self._client = distributed_client() if self.count > 1 else None
 
-    def barrier(self, step: str) -> None:
-        """Return once every process has called `barrier(step)`."""
-        if self.count == 1:
-            return
-        name = f"{self._prefix}/{step}"
-        try:
-            if self._client is not None:
-                self._client.wait_at_barrier(name, TIMEOUT_S * 1000)
-            else:  # pragma: no cover - depends on the JAX version
-                from jax.experimental import multihost_utils
-
-                multihost_utils.sync_global_devices(name)
-        except Exception as error:
-            raise self._stuck(name, error) from error
-
     def from_first(self, step: str, value: str) -> str:
         """Process 0's `value` (a short string), on every process."""
         if self.count == 1:
@@ -67,12 +53,38 @@ class Coordinator:
 
             raw = value.encode()[:_MAX_VALUE].ljust(_MAX_VALUE, b"\0")
             got = multihost_utils.broadcast_one_to_all(np.frombuffer(raw, np.uint8))
-            return bytes(np.asarray(got, np.uint8)).rstrip(b"\0").decode()
+            return _text(np.asarray(got, np.uint8))
         if self.index == 0:
             self._client.key_value_set(name, value)
             return value
         try:
             return self._client.blocking_key_value_get(name, TIMEOUT_S * 1000)
+        except Exception as error:
+            raise self._stuck(name, error) from error
+
+    def gather(self, step: str, value: str) -> list[str]:
+        """Every process's `value` (a short string), in process order, on
+        process 0; the others get `[]`. Process 0 waits for all of them: the
+        barrier of this step, which also says how each process fared."""
+        if self.count == 1:
+            return [value]
+        name = f"{self._prefix}/{step}"
+        if self._client is None:  # pragma: no cover - depends on the JAX version
+            from jax.experimental import multihost_utils
+
+            raw = value.encode()[:_MAX_VALUE].ljust(_MAX_VALUE, b"\0")
+            got = multihost_utils.process_allgather(np.frombuffer(raw, np.uint8))
+            rows = np.asarray(got, np.uint8).reshape(self.count, _MAX_VALUE)
+            values = [_text(row) for row in rows]
+            return values if self.index == 0 else []
+        self._client.key_value_set(f"{name}/{self.index}", value)
+        if self.index != 0:
+            return []
+        try:
+            return [
+                self._client.blocking_key_value_get(f"{name}/{i}", TIMEOUT_S * 1000)
+                for i in range(self.count)
+            ]
         except Exception as error:
             raise self._stuck(name, error) from error
 
@@ -85,3 +97,7 @@ class Coordinator:
                 error=str(error).splitlines()[0][:200] if str(error) else error,
             )
         )
+
+
+def _text(row: np.ndarray) -> str:  # pragma: no cover - depends on the JAX version
+    return bytes(row).rstrip(b"\0").decode(errors="replace")
