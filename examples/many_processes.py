@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
     if args.process_id is not None:  # one process of the job
+        if args.folder is None:
+            parser.error("--process-id needs --folder, one that all processes see")
         out = run(args.process_id, args.processes, args.coordinator, args.folder)
         print(json.dumps(out))
         return

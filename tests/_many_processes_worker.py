@@ -212,6 +212,16 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def first_one_process(work: str, out: Results) -> None:
+    """4 devices in 1 process: train, save a folder for 2 processes to load."""
+    mesh = mesh_of((2, 2))
+    state, out["trained"] = train(place(start(), mesh), mesh, 0, 2)
+    path = os.path.join(work, "ckpt_1p")
+    os.makedirs(path)  # a folder: written as a folder by one process too
+    ptm.save(path, state, metadata={"step": 2})
+    out["sums_at_2"] = sums(state)
+
+
 def two_processes(work: str, out: Results) -> None:
     """8 devices in 2 processes: train tensor parallel across the processes,
     save, restore data parallel, continue; load a single-process file."""
@@ -226,6 +236,11 @@ def two_processes(work: str, out: Results) -> None:
     out["restored_data_spec"] = str(restored[0].up.weight.sharding.spec)
     out["restored_mesh"] = dict(restored[0].up.weight.sharding.mesh.shape)
     _, out["continued"] = train(restored, data_parallel, 2, 2)
+
+    # The folder that 1 process of 4 devices saved, onto 8 in 2 processes.
+    from_one = ptm.load(os.path.join(work, "ckpt_1p"), abstract(across))
+    out["sums_from_one"] = sums(from_one)
+    _, out["continued_from_one"] = train(from_one, across, 2, 2)
 
     # A single-process file (the test saved it after 2 steps) loads too.
     single = ptm.load(os.path.join(work, "single.ckpt"), abstract(across))
@@ -306,7 +321,12 @@ def four_processes(work: str, out: Results) -> None:
     out["unexpected"] = "the killed save returned"
 
 
-SCENARIOS = {"two": two_processes, "one": one_process, "four": four_processes}
+SCENARIOS = {
+    "first": first_one_process,
+    "two": two_processes,
+    "one": one_process,
+    "four": four_processes,
+}
 
 
 def main() -> None:

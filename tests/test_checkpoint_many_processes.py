@@ -2,8 +2,10 @@
 localhost (`jax.distributed.initialize`, gloo collectives, CPU devices).
 
 One sequence, each job started by `_run_job` with a hard deadline and every
-process killed at the end: 8 devices in 2 processes train tensor parallel
-across the processes, save, restore data parallel and continue; the same
+process killed at the end: 4 devices in 1 process train and save, and 8
+devices in 2 processes restore that and continue; they also train tensor
+parallel across the processes, save, restore data parallel and continue; the
+same
 checkpoint restores on 4 devices in 1 process, which saves again; that one
 restores on 8 devices in 4 processes (both mesh axes across processes).
 Every loss equals the uninterrupted single-process training's. A process
@@ -145,9 +147,17 @@ def test_save_restore_continue_across_layouts_and_process_counts(reference):
     work = reference["work"]
     ckpt = work / "ckpt"
 
-    # 8 devices in 2 processes. Process 1 is killed in its last save.
+    # 4 devices in 1 process train and save a folder...
+    (first,) = _run_job("first", 1, 4, work)
+    _assert_same(first["trained"], _losses(reference, 0, 2))
+
+    # ... which 8 devices in 2 processes restore. These train again from the
+    # start, save, restore onto another layout. Process 1 is killed in its
+    # last save.
     two = _run_job("two", 2, 4, work, killed=1)
     for out in two:
+        _same_sums(out["sums_from_one"], first["sums_at_2"])
+        _assert_same(out["continued_from_one"], _losses(reference, 2, 4))
         _assert_same(out["trained"], _losses(reference, 0, 2))
         _assert_same(out["continued"], _losses(reference, 2, 4))
         _assert_same(out["continued_from_file"], _losses(reference, 2, 4))
