@@ -215,6 +215,7 @@ def test_save_restore_continue_across_layouts_and_process_counts(reference):
         else:
             assert out["failed_save"].startswith("CheckpointError: the save of")
             assert "process 2: OSError: [Errno 28] No space left" in out["failed_save"]
+        assert out["after_saved_alone"] == {"step": 4}
         _same_sums(out["sums_at_4"], one["sums_at_4"])
         _assert_same(out["continued"], _losses(reference, 4, 6))
         assert out["shard_replicated"] is True
@@ -223,6 +224,7 @@ def test_save_restore_continue_across_layouts_and_process_counts(reference):
         print(f"4 processes: {out['bytes']} ({ratio:.3f} of the data)")
         assert 0.24 < ratio < 0.28, out["bytes"]
         assert out["saving_killed"] is True and "unexpected" not in out
+    assert four[0]["saved_alone"].startswith("Process 1 did not call `pytreemod.save`")
     assert ptm.load_metadata(ckpt) == {"step": 4}
     loaded = ptm.load(ckpt, worker.start())
     _same_sums(worker.sums(loaded), one["sums_at_4"])

@@ -20,14 +20,12 @@ in a file), and each process reads only the shards that overlap the parts of
 each array its own devices hold (`_read_leaf`).
 """
 
-import contextlib
 import dataclasses
 import itertools
 import math
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator
 from typing import IO, Any, Literal, TypeVar, overload
 
 import jax
@@ -219,21 +217,20 @@ class _File:
             self._archive.__exit__()
             raise
 
+    def __enter__(self) -> "_File":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._archive.__exit__()
+
     def archive_for(self, shard: _header.Shard) -> Archive:
         return self._archive
 
 
-@contextlib.contextmanager
-def _open(path: Any) -> Iterator[Any]:
-    """The checkpoint at `path`, a file or a folder, open for reading."""
-    reader = _folder.Folder(path) if os.path.isdir(path) else _File(path)
-    try:
-        yield reader
-    finally:
-        if isinstance(reader, _File):
-            reader._archive.__exit__()
-        else:
-            reader.__exit__()
+def _open(path: Any) -> "_File | _folder.Folder":
+    """The checkpoint at `path`, a file or a folder, open for reading (a
+    context manager that closes it)."""
+    return _folder.Folder(path) if os.path.isdir(path) else _File(path)
 
 
 def load_metadata(path: str | os.PathLike) -> Any:

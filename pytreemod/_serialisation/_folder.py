@@ -72,6 +72,7 @@ def save(path: Any, entries: list[dict], arrays: list[Any], metadata: Any) -> No
     if target.exists() and not target.is_dir():
         raise CheckpointError(_NOT_A_FOLDER.format(path=path, count=coordinator.count))
     planned = _layout.plan(arrays, coordinator.count)
+    coordinator.arrive()
     name = ""
     if coordinator.index == 0:
         try:

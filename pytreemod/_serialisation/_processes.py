@@ -21,6 +21,9 @@ from ._errors import CheckpointError
 # How long a process waits at a barrier for the others (writing a large model
 # to a slow file system takes minutes).
 TIMEOUT_S = 30 * 60
+# How long process 0 waits for every process to call `save` at all: they all
+# reach it at about the same point of the same program.
+ARRIVAL_TIMEOUT_S = 5 * 60
 
 _saves = itertools.count()
 _MAX_VALUE = 4096  # bytes of a shared value, without the distributed client
@@ -31,6 +34,15 @@ it within {timeout} s ({error}). Every process of the job must call
 `pytreemod.save(path, tree)` with the same arguments, and all of them must
 see one shared file system at `path`. The checkpoint at {path} is still the
 previous one."""
+
+
+_ALONE = """\
+Process {process} did not call `pytreemod.save` within {timeout} s of process 0
+saving {path}. On many processes every process calls `save` with the same
+arguments (each writes the shards it holds), not only process 0:
+    ptm.save(path, tree)          # on every process, not under
+                                  # `if jax.process_index() == 0:`
+Nothing was written; {path} holds what it held."""
 
 
 class Coordinator:
@@ -61,6 +73,27 @@ class Coordinator:
             return self._client.blocking_key_value_get(name, TIMEOUT_S * 1000)
         except Exception as error:
             raise self._stuck(name, error) from error
+
+    def arrive(self) -> None:
+        """Process 0 waits until every process has called `save`."""
+        if self.count == 1:
+            return
+        name = f"{self._prefix}/arrived"
+        if self._client is None:  # pragma: no cover - depends on the JAX version
+            self.gather("arrived", "ok")
+            return
+        self._client.key_value_set(f"{name}/{self.index}", "ok")
+        if self.index != 0:
+            return
+        for i in range(1, self.count):
+            try:
+                self._client.blocking_key_value_get(
+                    f"{name}/{i}", ARRIVAL_TIMEOUT_S * 1000
+                )
+            except Exception as error:
+                raise CheckpointError(
+                    _ALONE.format(path=self.path, process=i, timeout=ARRIVAL_TIMEOUT_S)
+                ) from error
 
     def gather(self, step: str, value: str) -> list[str]:
         """Every process's `value` (a short string), in process order, on
