@@ -295,10 +295,13 @@ def load(
     (a sharded model, or a skeleton placed by `pytreemod.sharding.shard`).
     A sharded array is built shard by shard from the bytes read
     (`jax.make_array_from_callback`): each device receives only its own
-    slice, and no device ever holds the whole array.
+    slice, and no device ever holds the whole array. On many processes every
+    process calls `load` with the same arguments, and each reads from disk
+    only the saved shards that overlap its own devices' slices; the mesh and
+    the process count may differ from the save's.
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint: a file, or a folder written by many processes.
         like: a pytree of the expected structure.
         strict: if `True`, any path missing from the file, unexpected in it,
             or saved with another shape/dtype is an error listing all of them.
