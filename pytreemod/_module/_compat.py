@@ -100,3 +100,20 @@ def jax_transform_types() -> frozenset[type]:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def distributed_client() -> Any:
+    """The client of JAX's distributed runtime (`jax.distributed.initialize`),
+    whose barriers take a timeout and whose key-value store shares small
+    strings between processes, or `None`. JAX has no public handle on it;
+    should the private one move, callers fall back to device collectives
+    (`jax.experimental.multihost_utils`), which wait without a timeout."""
+    try:
+        from jax._src.distributed import global_state
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return None
+    client = getattr(global_state, "client", None)
+    needed = ("wait_at_barrier", "key_value_set", "blocking_key_value_get")
+    if client is None or not all(hasattr(client, n) for n in needed):
+        return None  # pragma: no cover - depends on the JAX version
+    return client

@@ -58,7 +58,9 @@ class Archive:
 
     def __init__(self, path: Any):
         self.path = path
-        self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115
+        # Unbuffered: each read asks the file system for exactly the bytes
+        # wanted (a buffer would read ahead around every small header read).
+        self._file: IO[bytes] = open(path, "rb", buffering=0)  # noqa: SIM115
         try:
             self.members = self._check(os.fstat(self._file.fileno()).st_size)
         except BaseException:
@@ -76,10 +78,17 @@ class Archive:
 
     def _read_at(self, offset: int, size: int, what: str) -> bytes:
         self._file.seek(offset)
-        data = self._file.read(size)
-        if len(data) != size:
-            raise self.error(f"the file ends inside {what}")
-        return data
+        # An unbuffered read may return less than asked: read until done. The
+        # caller has bounded `size` (by the file's size or a limit).
+        buffer = bytearray(size)
+        view, got = memoryview(buffer), 0
+        while got < size:
+            n = self._file.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise self.error(f"the file ends inside {what}")
+            got += n
+        view.release()
+        return buffer  # type: ignore[return-value]  # a bytearray: no copy
 
     def _check(self, size: int) -> dict[str, tuple[int, int, int]]:
         start = self._file.read(8)

@@ -12,9 +12,17 @@ and here each leaf's declared dtype and shape are compared with `like`
 before its bytes are read, so memory stays at about the size of `like`.
 Nothing is unpickled or evaluated. Writing goes through
 `_atomic.replace_atomically`.
+
+On many processes (JAX's multi-controller runtime) `save` writes a folder
+instead (`_folder.py`): each process writes the shards it owns, process 0
+commits. `load` reads either; a leaf is a grid of shards in both (one shard
+in a file), and each process reads only the shards that overlap the parts of
+each array its own devices hold (`_read_leaf`).
 """
 
 import dataclasses
+import itertools
+import math
 import os
 import warnings
 import zipfile
@@ -26,10 +34,11 @@ import numpy as np
 
 from .._module._is_array import is_array_like
 from .._transform._shard import _resolve_shardings
-from . import _header
+from . import _folder, _header
 from ._archive import MAX_MEMBERS, Archive
 from ._atomic import replace_atomically
 from ._errors import CheckpointError
+from ._layout import Box, box_of
 
 _T = TypeVar("_T")
 
@@ -114,8 +123,17 @@ def save(path: str | os.PathLike, pytree: Any, *, metadata: Any = None) -> None:
     name in the same folder, flushed, fsynced and renamed over `path`, so a
     crash never leaves a half-written checkpoint behind.
 
+    On many processes (after `jax.distributed.initialize`) every process
+    calls `save` with the same arguments, and `path` is a folder: each
+    process writes only the shards it holds (each distinct shard once, by one
+    of the processes holding it), process 0 waits for all of them and
+    commits last. A reader sees the new checkpoint whole or the previous
+    one; see the guide's "Many processes" page.
+
     Args:
-        path: where to write; the file is replaced if it exists.
+        path: where to write; the file is replaced if it exists. If `path`
+            is a checkpoint folder (or more than one process saves), a folder
+            checkpoint is written there instead.
         pytree: any pytree, e.g. a model, or `(model, state)`.
         metadata: anything JSON can encode (step count, config, ...), read
             back with `load_metadata`.
@@ -155,6 +173,11 @@ def save(path: str | os.PathLike, pytree: Any, *, metadata: Any = None) -> None:
         )
         arrays.append(leaf)
     _header.encode(metadata, entries)  # fail early on bad metadata
+    if jax.process_count() > 1 or os.path.isdir(path):
+        for entry in entries:
+            del entry["member"]
+        _folder.save(path, entries, arrays, metadata)
+        return
 
     def write(file: IO[bytes]) -> None:
         with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
@@ -170,9 +193,44 @@ def save(path: str | os.PathLike, pytree: Any, *, metadata: Any = None) -> None:
     replace_atomically(path, write)
 
 
-def _read(archive: Archive) -> tuple[Any, dict[str, _header.Saved]]:
-    data = archive.read(_header.NAME, limit=_header.MAX_BYTES)
-    return _header.decode(data, archive.path)
+class _File:
+    """An open single-file checkpoint, read like a folder: each leaf is one
+    shard, stored in this file."""
+
+    def __init__(self, path: Any):
+        self.path = path
+        self._archive = Archive(path)
+        try:
+            data = self._archive.read(_header.NAME, limit=_header.MAX_BYTES)
+            self.metadata, self.saved, _ = _header.decode(data, path)
+            members = {_header.NAME} | {
+                shard.member for leaf in self.saved.values() for shard in leaf.shards
+            }
+            present = set(self._archive.members)
+            if members != present:
+                raise self._archive.error(
+                    f"its members {sorted(present - members)} are not in the header"
+                    if present - members
+                    else f"the header's members {sorted(members - present)} are missing"
+                )
+        except BaseException:
+            self._archive.__exit__()
+            raise
+
+    def __enter__(self) -> "_File":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._archive.__exit__()
+
+    def archive_for(self, shard: _header.Shard) -> Archive:
+        return self._archive
+
+
+def _open(path: Any) -> "_File | _folder.Folder":
+    """The checkpoint at `path`, a file or a folder, open for reading (a
+    context manager that closes it)."""
+    return _folder.Folder(path) if os.path.isdir(path) else _File(path)
 
 
 def load_metadata(path: str | os.PathLike) -> Any:
@@ -194,8 +252,8 @@ def load_metadata(path: str | os.PathLike) -> Any:
         >>> pytreemod.load_metadata(path)
         {'epoch': 2}
     """
-    with Archive(path) as archive:
-        return _read(archive)[0]
+    with _open(path) as reader:
+        return reader.metadata
 
 
 @overload
@@ -237,10 +295,13 @@ def load(
     (a sharded model, or a skeleton placed by `pytreemod.sharding.shard`).
     A sharded array is built shard by shard from the bytes read
     (`jax.make_array_from_callback`): each device receives only its own
-    slice, and no device ever holds the whole array.
+    slice, and no device ever holds the whole array. On many processes every
+    process calls `load` with the same arguments, and each reads from disk
+    only the saved shards that overlap its own devices' slices; the mesh and
+    the process count may differ from the save's.
 
     Args:
-        path: the checkpoint file.
+        path: the checkpoint: a file, or a folder written by many processes.
         like: a pytree of the expected structure.
         strict: if `True`, any path missing from the file, unexpected in it,
             or saved with another shape/dtype is an error listing all of them.
@@ -276,29 +337,13 @@ def load(
         ...
         pytreemod._serialisation._errors.CheckpointError: ...
     """
-    with Archive(path) as archive:
-        metadata, saved = _read(archive)
-        tree = _load(archive, saved, like, strict, shardings)
-    return (tree, metadata) if with_metadata else tree
+    with _open(path) as reader:
+        tree = _load(reader, like, strict, shardings)
+    return (tree, reader.metadata) if with_metadata else tree
 
 
-def _load(
-    archive: Archive,
-    saved: dict[str, _header.Saved],
-    like: Any,
-    strict: bool,
-    shardings: Any = None,
-) -> Any:
-    path = archive.path
-    members = {_header.NAME} | {leaf.member for leaf in saved.values()}
-    if members != set(archive.members):
-        extra = sorted(set(archive.members) - members)
-        lost = sorted(members - set(archive.members))
-        raise archive.error(
-            f"its members {extra} are not in the header"
-            if extra
-            else f"the header's members {lost} are missing"
-        )
+def _load(reader: Any, like: Any, strict: bool, shardings: Any = None) -> Any:
+    path, saved = reader.path, reader.saved
     wanted = _saved_leaves(like)
     missing = [p for p in wanted if p not in saved]
     unexpected = [p for p in saved if p not in wanted]
@@ -321,7 +366,7 @@ def _load(
     skip = set(missing) | {m[0] for m in mismatched}
     targets = _targets(like, shardings)
     loaded = {
-        key: _read_leaf(archive, saved[key], leaf, targets.get(key))
+        key: _read_leaf(reader, saved[key], leaf, targets.get(key))
         for key, leaf in wanted.items()
         if key not in skip
     }
@@ -357,32 +402,97 @@ def _targets(like: Any, shardings: Any) -> dict[str, Any]:
 
 
 def _read_leaf(
-    archive: Archive, saved: _header.Saved, like_leaf: Any, sharding: Any = None
+    reader: Any, saved: _header.Saved, like_leaf: Any, sharding: Any = None
 ) -> Any:
-    # `saved`'s dtype and shape equal `like_leaf`'s here, so this reads exactly
-    # as many bytes as `like` needs.
-    data = archive.read(saved.member, expected=saved.nbytes)
-    if saved.crc32 is not None and archive.members[saved.member][2] != saved.crc32:
-        raise archive.error(
-            f"the member `{saved.member}` is not the one the header lists for "
-            f"`{saved.path}` (another CRC-32): members were swapped or replaced"
-        )
-    value = np.frombuffer(data, dtype=saved.dtype).reshape(saved.shape)
+    # `saved`'s dtype and shape equal `like_leaf`'s here, so every box read
+    # below is a part of an array the size of `like_leaf`.
+    pieces = _Pieces(reader, saved)
+    whole = ((0,) * len(saved.shape), saved.shape)
     if isinstance(like_leaf, (jax.Array, jax.ShapeDtypeStruct)):
         if sharding is None:
             sharding = getattr(like_leaf, "sharding", None)
-        if sharding is not None and len(sharding.device_set) > 1:
-            # Each device gets only its slice: no device holds the whole array.
+        if sharding is not None and (
+            len(sharding.device_set) > 1 or not sharding.is_fully_addressable
+        ):
+            # Each device gets only its slice, read from the shards that
+            # overlap it: no device, and no process, reads the whole array.
             return jax.make_array_from_callback(
-                saved.shape, sharding, lambda index: value[index]
+                saved.shape,
+                sharding,
+                lambda index: pieces.box(box_of(index, saved.shape)),
             )
-        return jax.device_put(value, sharding)
+        return jax.device_put(pieces.box(whole), sharding)
     # NumPy and Python leaves stay on the host, whatever `shardings` says.
+    value = pieces.box(whole)
     if isinstance(like_leaf, np.ndarray):
-        return value.copy()
+        return value if value.flags.writeable else value.copy()
     if isinstance(like_leaf, np.generic):
         return value[()]
     return type(like_leaf)(value.item())
+
+
+class _Pieces:
+    """Boxes of one saved leaf, assembled from the saved shards that overlap
+    them; each shard is read (whole, CRC-checked) at most once."""
+
+    def __init__(self, reader: Any, saved: _header.Saved):
+        self._reader = reader
+        self._saved = saved
+        self._shards = {(s.start, s.stop): s for s in saved.shards}
+        # Along each dimension, the intervals the shards cut it into.
+        self._cuts = [
+            sorted({(s.start[d], s.stop[d]) for s in saved.shards})
+            for d in range(len(saved.shape))
+        ]
+        self._read: dict[Box, np.ndarray] = {}
+        self._boxes: dict[Box, np.ndarray] = {}
+
+    def box(self, box: Box) -> np.ndarray:
+        if box not in self._boxes:
+            self._boxes[box] = self._assemble(box)
+        return self._boxes[box]
+
+    def _assemble(self, box: Box) -> np.ndarray:
+        start, stop = box
+        shape = tuple(b - a for a, b in zip(start, stop, strict=True))
+        if box in self._shards:
+            return self._shard(self._shards[box])
+        out = np.empty(shape, self._saved.dtype)
+        if math.prod(shape) == 0:
+            return out
+        overlapping = [
+            [cut for cut in cuts if cut[0] < b and cut[1] > a]
+            for cuts, a, b in zip(self._cuts, start, stop, strict=True)
+        ]
+        for cells in itertools.product(*overlapping):
+            shard = self._shards[tuple(c[0] for c in cells), tuple(c[1] for c in cells)]
+            data = self._shard(shard)
+            # The overlap of the box and the shard, in each one's coordinates.
+            into, take = [], []
+            for a, b, (c, d) in zip(start, stop, cells, strict=True):
+                low, high = max(a, c), min(b, d)
+                into.append(slice(low - a, high - a))
+                take.append(slice(low - c, high - c))
+            out[tuple(into)] = data[tuple(take)]
+        return out
+
+    def _shard(self, shard: _header.Shard) -> np.ndarray:
+        key = (shard.start, shard.stop)
+        if key not in self._read:
+            saved = self._saved
+            archive = self._reader.archive_for(shard)
+            nbytes = math.prod(shard.shape) * saved.dtype.itemsize
+            data = archive.read(shard.member, expected=nbytes)
+            if shard.crc32 is not None and archive.members[shard.member][2] != (
+                shard.crc32
+            ):
+                raise archive.error(
+                    f"the member `{shard.member}` is not the one the header lists "
+                    f"for `{saved.path}` (another CRC-32): members were swapped or "
+                    "replaced"
+                )
+            self._read[key] = np.frombuffer(data, saved.dtype).reshape(shard.shape)
+        return self._read[key]
 
 
 def _describe(missing: list, unexpected: list, mismatched: list) -> str:

@@ -105,10 +105,38 @@ def _constrain(x: Any, sharding: Any) -> Any:
     return x
 
 
+def _from_one_process(leaf: Any, sharding: Any) -> bool:
+    """Whether `leaf` is a `jax.Array` on this process's devices only, to be
+    placed on devices of several processes (JAX's multi-controller runtime)."""
+    return (
+        isinstance(leaf, jax.Array)
+        and leaf.is_fully_addressable
+        and not sharding.is_fully_addressable
+    )
+
+
+def _place_across_processes(x: jax.Array, sharding: Any) -> jax.Array:
+    """`x`, which every process holds alike, placed on `sharding` from each
+    process's own copy. `jax.device_put` would move a committed array between
+    processes, which JAX's CPU backend cannot do ("does not support
+    cross-host device transfers", or "input arrays must have one shard
+    each"); here each process only slices its copy for its own devices."""
+    shape = x.shape
+    parts = [
+        jax.device_put(x[index], device)
+        for device, index in sharding.addressable_devices_indices_map(shape).items()
+    ]
+    return jax.make_array_from_single_device_arrays(shape, sharding, parts)
+
+
 def filter_shard(x: Any, device_or_shardings: Any) -> Any:
     """Give the array leaves of `x` a sharding, leaving every other leaf alone.
 
-    Outside `jit` the arrays are moved with `jax.device_put`. Inside `jit`
+    Outside `jit` the arrays are moved with `jax.device_put`; on JAX's
+    multi-controller runtime an array that lives on one process's devices
+    and is placed on devices of several processes is taken to be the same on
+    every process (as after building the model from the same key), and each
+    process places its own copy's slices on its own devices. Inside `jit`
     (traced arrays) the sharding is imposed with
     `jax.lax.with_sharding_constraint` on a mesh's `Auto` axes and with
     `jax.sharding.reshard` on its `Explicit` axes, so it works on meshes of
@@ -150,6 +178,14 @@ def filter_shard(x: Any, device_or_shardings: Any) -> Any:
     new_leaves = list(leaves)
     for i, leaf, sharding in traced:
         new_leaves[i] = _constrain(leaf, sharding)
+    local = [
+        (i, leaf, sharding)
+        for i, leaf, sharding in concrete
+        if _from_one_process(leaf, sharding)
+    ]
+    for i, leaf, sharding in local:
+        new_leaves[i] = _place_across_processes(leaf, sharding)
+    concrete = [c for c in concrete if not _from_one_process(c[1], c[2])]
     if concrete:
         indices, arrays, targets = zip(*concrete, strict=True)
         placed = jax.device_put(list(arrays), list(targets))
