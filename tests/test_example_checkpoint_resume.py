@@ -4,6 +4,8 @@ state, step and PRNG key), both with the in-process demonstration (fast mode,
 as CI runs it) and with a process killed by SIGKILL for real."""
 
 import signal
+import subprocess
+import sys
 
 from _example_runner import EXAMPLES, run_example
 
@@ -25,14 +27,10 @@ def test_fast_demonstration_resumes_bit_identical(tmp_path):
 
 
 def test_a_killed_process_resumes_to_the_state_of_an_uninterrupted_one(tmp_path):
-    import subprocess
-    import sys
-
     script = str(EXAMPLES / "checkpoint_resume.py")
     args = ["--train", "--steps", "40", "--json"]
-    # SIGKILL after step 25: the last checkpoint is that of step 20 (every 50
-    # steps in full mode; here `--steps 40` in full mode saves at the end only,
-    # so use the fast mode's every-10).
+    # SIGKILL after step 25; the fast mode saves every 10 steps, so the last
+    # checkpoint is that of step 20.
     killed = subprocess.run(
         [sys.executable, script, *args, "--fast", "--run-dir", "b", "--kill-at", "25"],
         cwd=tmp_path,
