@@ -123,8 +123,7 @@ def train(
     y0, test_y0, ys, test_ys = y0[:n_train], y0[n_train:], ys[:n_train], ys[n_train:]
 
     field = VectorField(width, 2, key=model_key)
-    # Adam, its step size decayed along a cosine to a tenth by the end.
-    optimiser = optax.adam(optax.cosine_decay_schedule(3e-3, steps, alpha=0.1))
+    optimiser = optax.adam(3e-3)
     opt_state = optimiser.init(ptm.filter(field, ptm.is_array))
 
     # A curriculum: fit the first fifth of each trajectory first (the early
@@ -182,7 +181,9 @@ def plot(result: dict, path: str) -> None:
     phase.plot([], [], color="k", lw=2, alpha=0.4, label="true")
     phase.plot([], [], color="k", lw=1, ls="--", label="neural ODE")
     phase.set(xlabel="$y_0$", ylabel="$y_1$", title="Held-out trajectories")
-    phase.legend()
+    bottom, top = phase.get_ylim()
+    phase.set_ylim(bottom, top + 0.25 * (top - bottom))  # room for the legend
+    phase.legend(loc="upper center", ncol=2)
     series.plot(ts, true[0, :, 0], color="C0", lw=2, alpha=0.4, label="true $y_0$")
     series.plot(ts, fitted[0, :, 0], color="C0", lw=1, ls="--", label="fitted $y_0$")
     series.plot(ts, true[0, :, 1], color="C3", lw=2, alpha=0.4, label="true $y_1$")
