@@ -281,8 +281,17 @@ def plot(result: dict, path: str) -> None:
     ax.plot(
         result["val_steps"], result["val_losses"], marker="o", ms=3, label="validation"
     )
+    # Two references: guessing uniformly, and guessing from the characters'
+    # frequencies alone (what the model must beat to be using the context).
     ax.axhline(
         np.log(result["vocab_size"]), color="grey", ls=":", lw=1, label="uniform guess"
+    )
+    ax.axhline(
+        result["unigram_entropy"],
+        color="grey",
+        ls="--",
+        lw=1,
+        label="character frequencies alone",
     )
     ax.set(xlabel="step", ylabel="cross-entropy (nats per character)", ylim=(0, None))
     config = result["config"]
