@@ -1,6 +1,7 @@
 """A small transformer trained data- and model-parallel on 8 CPU devices.
 
-    python examples/sharded_transformer.py
+    python examples/sharded_transformer.py            # 8 steps
+    python examples/sharded_transformer.py --fast     # 3 steps, as CI runs it
 
 The model is built from `pytreemod.nn` layers (an embedding, pre-norm blocks
 of attention and MLP stacked with `nn.Stacked`, an output projection). Its
@@ -193,10 +194,34 @@ def main(steps: int = 8, verbose: bool = True) -> dict:
     return result
 
 
+def plot(result: dict, path: str) -> None:
+    """The loss curves of the sharded and the single-device run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, len(result["sharded"]) + 1)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(steps, result["single"], lw=4, alpha=0.35, label="one device")
+    ax.plot(steps, result["sharded"], "o--", ms=3, lw=1, label="8 devices, (2, 4) mesh")
+    ax.set(xlabel="step", ylabel="training loss (cross-entropy)")
+    ax.set_title("Sharded training follows the single-device loss curve")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 if __name__ == "__main__":
     # `--json`: print the results as one JSON line (for the tests);
-    # `--steps N`: train N steps (default 8).
-    steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 8
+    # `--steps N`: train N steps (default 8; `--fast`: 3);
+    # `--plot PATH`: save the two loss curves there.
+    steps = 3 if "--fast" in sys.argv else 8
+    if "--steps" in sys.argv:
+        steps = int(sys.argv[sys.argv.index("--steps") + 1])
     out = main(steps, verbose="--json" not in sys.argv)
+    if "--plot" in sys.argv:
+        plot(out, sys.argv[sys.argv.index("--plot") + 1])
     if "--json" in sys.argv:
         print(json.dumps(out))

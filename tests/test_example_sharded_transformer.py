@@ -12,9 +12,11 @@ from _helpers import run_on_cpu_devices
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_sharded_training_matches_one_device_and_restores_sharded():
+def test_sharded_training_matches_one_device_and_restores_sharded(tmp_path):
+    plot = tmp_path / "loss.png"
+    argv = ["x", "--json", "--fast", "--plot", str(plot)]
     script = (
-        "import sys, runpy; sys.argv = ['x', '--json', '--steps', '3']; "
+        f"import sys, runpy; sys.argv = {argv!r}; "
         f"runpy.run_path({str(EXAMPLE / 'sharded_transformer.py')!r}, "
         "run_name='__main__')"
     )
@@ -30,3 +32,5 @@ def test_sharded_training_matches_one_device_and_restores_sharded():
     assert out["restored_up_sharding"] == "P(None, 'model')"
     # (layers, mlp, embed) = (2, 32, 16), mlp split four ways over "model".
     assert out["up_shard_shape"] == [2, 8, 16]
+    assert len(out["sharded"]) == 3  # --fast: 3 steps
+    assert plot.read_bytes().startswith(b"\x89PNG")
