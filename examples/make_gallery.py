@@ -97,6 +97,21 @@ def _sharded_transformer(r: dict) -> str:
     )
 
 
+def _many_processes(r: list) -> str:
+    first = r[0]
+    worst = max(
+        abs(a - b) / abs(b)
+        for a, b in zip(first["losses"], first["single_process"], strict=True)
+    )
+    return (
+        f"| processes | {len(r)}, training tensor parallel across them |\n"
+        f"| loss, first and last step | {first['losses'][0]:.4f} and "
+        f"{first['losses'][-1]:.4f} |\n"
+        f"| largest relative difference from one process | {worst:.1e} |\n"
+        f"| restored onto the mesh | `{first['restored_mesh']}` (data parallel) |\n"
+    )
+
+
 # name -> (extra arguments for the full run, how its results read)
 EXAMPLES: dict[str, tuple[list[str], Callable[[dict], str]]] = {
     "digits_cnn": ([], _digits_cnn),
@@ -104,6 +119,7 @@ EXAMPLES: dict[str, tuple[list[str], Callable[[dict], str]]] = {
     "neural_ode": ([], _neural_ode),
     "sharded_transformer": (["--steps", "60"], _sharded_transformer),
     "checkpoint_resume": ([], _checkpoint_resume),
+    "many_processes": ([], _many_processes),
 }
 
 

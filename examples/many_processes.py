@@ -187,10 +187,37 @@ def launch(processes: int, devices: int, folder: str, timeout: float) -> list[di
     return results
 
 
+def plot(result: dict, processes: int, devices: int, path: str) -> None:
+    """The losses on many processes and on one, with the save and restore."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = range(len(result["losses"]))
+    label = f"{processes} processes x {devices} devices"
+    ax.plot(steps, result["losses"], "o-", label=label)
+    ax.plot(steps, result["single_process"], "x--", label="one process")
+    ax.axvline(2.5, color="grey", lw=1)
+    ax.text(2.55, max(result["losses"]), " save, then restore\n data parallel",
+            va="top", fontsize=8)  # fmt: skip
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--devices", type=int, default=4, help="per process")
+    parser.add_argument("--devices", type=int, help="per process (default 4)")
+    parser.add_argument(
+        "--fast", action="store_true", help="2 CPU devices per process (CI)"
+    )
+    parser.add_argument("--plot", help="save the loss curves to this PNG")
     parser.add_argument("--process-id", type=int, help="run as this process")
     parser.add_argument("--coordinator", default="127.0.0.1:8476")
     parser.add_argument("--folder", help="shared by all processes")
@@ -203,8 +230,11 @@ def main() -> None:
         out = run(args.process_id, args.processes, args.coordinator, args.folder)
         print(json.dumps(out))
         return
+    devices = args.devices or (2 if args.fast else 4)
     folder = args.folder or tempfile.mkdtemp()
-    results = launch(args.processes, args.devices, folder, args.timeout)
+    results = launch(args.processes, devices, folder, args.timeout)
+    if args.plot:
+        plot(results[0], args.processes, devices, args.plot)
     if args.json:
         print(json.dumps(results))
         return
