@@ -44,8 +44,9 @@ from .train_step import loss, optimiser
 RULES = [
     (r"\.layers\[\d+\]\.weight", ("hidden", None)),
     (r"\.layers\[\d+\]\.bias", ("hidden",)),
-    (r"\[0\]|\[1\]", ("batch", None)),  # the batch `(x, y)`
 ]
+# The batch `(x, y)`: split along the batch dimension.
+BATCH_RULES = [(r"\[0\]|\[1\]", ("batch", None))]
 AXIS_RULES = {"hidden": "model", "batch": "data"}
 
 
@@ -71,7 +72,7 @@ def _pytreemod(ptm: Any, mesh: Mesh, model: Any, x: Any, y: Any) -> Contender:
         RULES,
         like=model,
     )
-    x, y = shard((x, y), mesh, AXIS_RULES, RULES)
+    x, y = shard((x, y), mesh, AXIS_RULES, BATCH_RULES)
 
     @ptm.filter_jit
     def step(model: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> Any:
