@@ -14,6 +14,7 @@ import pytreemod.debug
 import pytreemod.nn
 import pytreemod.select
 import pytreemod.sharding
+import pytreemod.surgery
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 API = ROOT / "docs" / "api"
@@ -36,6 +37,7 @@ PUBLIC = [
         pytreemod.debug,
         pytreemod.select,
         pytreemod.sharding,
+        pytreemod.surgery,
     )
     for name in _public(module)
 ]
