@@ -100,3 +100,65 @@ def jax_transform_types() -> frozenset[type]:
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def current_trace() -> Any:
+    """The trace JAX runs under now (the evaluation trace outside every
+    transform). `pytreemod.surgery.capture` compares it with the trace a
+    captured value belongs to, so that no tracer leaves the transform that
+    made it. Should JAX's private accessor move, this is `None` and capture
+    checks nothing (as JAX itself would then, later, with its own error)."""
+    try:
+        from jax._src import core
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return None
+    get = getattr(core, "unsafe_get_current_trace", None)
+    return get() if get is not None else None
+
+
+def _ancestry(trace: Any) -> list[Any]:
+    chain = []
+    while trace is not None:
+        chain.append(trace)
+        trace = getattr(trace, "parent_trace", None)
+    return chain
+
+
+def lift_to(x: Any, trace: Any) -> tuple[bool, Any]:
+    """`(True, value)` with `x` as a value that may be used under `trace`, or
+    `(False, x)` if `x` is a tracer of a trace that does not enclose `trace`
+    (one made by a transform inside it, such as a `jax.jit` or a `scan`,
+    which will have ended by the time the value is used).
+
+    A tracer of a `jax.vmap` applied inside `trace` is unwrapped: its
+    batched value, with the mapped axis moved to the front, is a value of
+    the vmap's parent (an unmapped value is broadcast along that axis).
+    This is what the vmap itself returns with `out_axes=0`, read where the
+    vmap's own output is not. It reads JAX's private `BatchTracer`; should
+    that move, such values are refused as any other inner tracer."""
+    if trace is None or not isinstance(x, jax.core.Tracer):
+        return True, x
+    enclosing = {id(t) for t in _ancestry(trace)}
+    try:
+        from jax._src.core import set_current_trace
+        from jax._src.interpreters.batching import BatchTracer
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        BatchTracer = ()  # noqa: N806
+    while isinstance(x, jax.core.Tracer):
+        own = getattr(x, "_trace", None)
+        if id(own) in enclosing:
+            return True, x
+        if not (BatchTracer and isinstance(x, BatchTracer)):
+            return False, x
+        dim = x.batch_dim
+        size = getattr(getattr(own, "axis_data", None), "size", None)
+        if not (dim is None or isinstance(dim, int)) or (dim is None and size is None):
+            return False, x
+        with set_current_trace(own.parent_trace):
+            value = x.val
+            if dim is None:
+                value = jax.numpy.broadcast_to(value, (size, *jax.numpy.shape(value)))
+            else:
+                value = jax.numpy.moveaxis(value, dim, 0)
+        x = value
+    return True, x

@@ -13,11 +13,13 @@ Example:
     >>> import pytreemod as ptm
     >>> from pytreemod import surgery
     >>> mlp = ptm.nn.MLP(2, 1, 4, 2, key=jax.random.key(0))
-    >>> plain = surgery.replace(mlp, r"\.layers\[1\]", lambda _: ptm.nn.Identity(),
-    ...                         check_types=False)
-    >>> plain.layers[0] is mlp.layers[0]
-    True
+    >>> y, acts = surgery.capture(ptm.nn.Linear)(mlp, jnp.ones(2))
+    >>> sorted(acts)
+    ['.layers[0]', '.layers[1]', '.layers[2]']
 """
 
+from .._transform._recording import CaptureError as CaptureError
+from ._capture import Captured as Captured, capture as capture
 from ._insert import insert_after as insert_after, insert_before as insert_before
+from ._intervene import Intervened as Intervened, intervene as intervene
 from ._replace import replace as replace
