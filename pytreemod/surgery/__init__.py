@@ -21,5 +21,10 @@ Example:
 from .._transform._recording import CaptureError as CaptureError
 from ._capture import Captured as Captured, capture as capture
 from ._insert import insert_after as insert_after, insert_before as insert_before
+from ._lora import (
+    LoRALinear as LoRALinear,
+    add_lora as add_lora,
+    merge_lora as merge_lora,
+)
 from ._intervene import Intervened as Intervened, intervene as intervene
 from ._replace import replace as replace
