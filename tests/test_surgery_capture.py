@@ -8,6 +8,8 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pytreemod as ptm
 from pytreemod import nn, select, surgery
@@ -257,3 +259,41 @@ def test_capture_checks_its_arguments():
         surgery.capture(lambda m: m, nn.Linear)
     with pytest.raises(TypeError, match="Expected a selection"):
         surgery.capture(3)
+
+
+class ReadsItsChild(ptm.Module):
+    proj: nn.Linear
+
+    def __call__(self, x):
+        # Reads an attribute of the child as well as calling it.
+        return self.proj(x) * self.proj.weight.shape[0]
+
+
+def test_a_parent_still_reads_its_tapped_childs_attributes():
+    model, x = ReadsItsChild(nn.Linear(3, 2, key=jax.random.key(0))), jnp.ones(3)
+    y, values = surgery.capture(r"\.proj")(model, x)
+    assert jnp.array_equal(y, model(x))
+    assert jnp.array_equal(values[".proj"], model.proj(x))
+
+
+@settings(deadline=None, max_examples=15)
+@given(
+    depth=st.integers(1, 4),
+    chosen=st.sets(st.integers(0, 4)),
+    seed=st.integers(0, 2**16),
+)
+def test_captured_values_equal_calling_the_layers_by_hand(depth, chosen, seed):
+    mlp = nn.MLP(3, 2, 4, depth, key=jax.random.key(seed))
+    chosen = sorted(i for i in chosen if i <= depth)
+    x = jax.random.normal(jax.random.key(seed + 1), (3,))
+    pattern = "|".join(rf"\.layers\[{i}\]" for i in chosen) or r"\.nothing"
+    y, values = surgery.capture(pattern, missing_ok=True)(mlp, x)
+    assert jnp.array_equal(y, mlp(x))
+    h, expected = x, {}
+    for i, layer in enumerate(mlp.layers):
+        h = layer(h)
+        expected[f".layers[{i}]"] = h
+        h = mlp.activation(h) if i < depth else mlp.final_activation(h)
+    assert set(values) == {f".layers[{i}]" for i in chosen}
+    for path, value in values.items():
+        assert jnp.array_equal(value, expected[path]), path

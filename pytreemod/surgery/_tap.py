@@ -78,6 +78,15 @@ class Tap(StatefulLayer):
     def is_stateful(self) -> bool:
         return _takes_state(self.inner)
 
+    def __getattr__(self, name: str) -> Any:
+        # Attributes a parent reads from its child (`self.proj.weight`) come
+        # from the wrapped submodule; only calls of the submodule itself are
+        # patched and recorded. Dunders and the Tap's own fields (unset while
+        # it is built) are never forwarded, so lookups cannot loop.
+        if name.startswith("__") or name in _OWN:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     @property
     def path(self) -> str:
         return jtu.keystr(self.keys)
@@ -127,6 +136,9 @@ them, i.e. start with {sizes}; got
     {got}
 To patch every layer with the same value, broadcast it first:
     jnp.broadcast_to(value, ({sizes_code}, *value.shape))"""
+
+
+_OWN = frozenset({"inner", "values", "keys", "effects"})
 
 
 def _check_layer_axes(keys: Keys, values: Sequence[Any], by_path: dict) -> None:
