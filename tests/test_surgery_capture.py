@@ -297,3 +297,23 @@ def test_captured_values_equal_calling_the_layers_by_hand(depth, chosen, seed):
     assert set(values) == {f".layers[{i}]" for i in chosen}
     for path, value in values.items():
         assert jnp.array_equal(value, expected[path]), path
+
+
+class ConstantInsideVmap(ptm.Module):
+    offset: nn.Lambda
+
+    def __call__(self, xs):
+        # `offset` ignores its input, so inside the vmap its output is not
+        # batched; the captured value is still one per example.
+        return jax.vmap(lambda x: x + self.offset(x))(xs)
+
+
+def test_an_unbatched_output_inside_a_parents_vmap_is_broadcast():
+    model = ConstantInsideVmap(nn.Lambda(lambda x: jnp.full(3, 2.0)))
+    xs = jnp.arange(12.0).reshape(4, 3)
+    _, values = surgery.capture(r"\.offset")(model, xs)
+    assert jnp.array_equal(values[".offset"], jnp.full((4, 3), 2.0))
+    # Nested vmaps: the outer mapped axis first.
+    outer = ptm.filter_vmap(surgery.capture(r"\.offset"), in_axes=(None, 0))
+    _, values = outer(model, jnp.stack([xs, xs]))
+    assert values[".offset"].shape == (2, 4, 3)

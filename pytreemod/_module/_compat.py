@@ -125,40 +125,55 @@ def _ancestry(trace: Any) -> list[Any]:
 
 
 def lift_to(x: Any, trace: Any) -> tuple[bool, Any]:
-    """`(True, value)` with `x` as a value that may be used under `trace`, or
-    `(False, x)` if `x` is a tracer of a trace that does not enclose `trace`
-    (one made by a transform inside it, such as a `jax.jit` or a `scan`,
-    which will have ended by the time the value is used).
+    """`(True, value)` with `x`, a value made under the current trace, as a
+    value that may be used under `trace` (an enclosing one), or `(False, x)`
+    if `x` belongs to a transform begun inside `trace` that is not a
+    `jax.vmap` (a `jax.jit`, a `scan`, a `jax.grad`), whose tracers will be
+    dead by the time the value is used.
 
-    A tracer of a `jax.vmap` applied inside `trace` is unwrapped: its
-    batched value, with the mapped axis moved to the front, is a value of
-    the vmap's parent (an unmapped value is broadcast along that axis).
-    This is what the vmap itself returns with `out_axes=0`, read where the
-    vmap's own output is not. It reads JAX's private `BatchTracer`; should
-    that move, such values are refused as any other inner tracer."""
-    if trace is None or not isinstance(x, jax.core.Tracer):
+    Each `jax.vmap` between the current trace and `trace` is undone as the
+    vmap itself would with `out_axes=0`: the mapped axis moves to the front
+    (the outermost vmap's first), and a value that does not depend on the
+    mapped input is broadcast along it. This reads JAX's private trace
+    objects; should they move, every tracer not of `trace` is refused."""
+    if trace is None:
         return True, x
-    enclosing = {id(t) for t in _ancestry(trace)}
     try:
         from jax._src.core import set_current_trace
-        from jax._src.interpreters.batching import BatchTracer
+        from jax._src.interpreters.batching import BatchTrace, BatchTracer
     except ImportError:  # pragma: no cover - depends on the JAX version
-        BatchTracer = ()  # noqa: N806
-    while isinstance(x, jax.core.Tracer):
-        own = getattr(x, "_trace", None)
-        if id(own) in enclosing:
-            return True, x
-        if not (BatchTracer and isinstance(x, BatchTracer)):
-            return False, x
-        dim = x.batch_dim
-        size = getattr(getattr(own, "axis_data", None), "size", None)
-        if not (dim is None or isinstance(dim, int)) or (dim is None and size is None):
-            return False, x
-        with set_current_trace(own.parent_trace):
-            value = x.val
-            if dim is None:
-                value = jax.numpy.broadcast_to(value, (size, *jax.numpy.shape(value)))
-            else:
-                value = jax.numpy.moveaxis(value, dim, 0)
-        x = value
+        return not isinstance(x, jax.core.Tracer) or x._trace is trace, x
+    chain = _ancestry(current_trace())
+    inside = []
+    for level in chain:
+        if level is trace:
+            break
+        inside.append(level)
+    else:
+        inside = []  # not under `trace`: only its own tracers are fine
+    for level in inside:  # innermost first
+        own = getattr(x, "_trace", None) if isinstance(x, jax.core.Tracer) else None
+        if own is level:
+            if not isinstance(x, BatchTracer):
+                return False, x
+            dim = x.batch_dim
+            if not (dim is None or isinstance(dim, int)):
+                return False, x
+            with set_current_trace(level.parent_trace):
+                x = _batch_first(x.val, dim, level)
+        elif isinstance(level, BatchTrace):
+            with set_current_trace(level.parent_trace):
+                x = _batch_first(x, None, level)
+    if isinstance(x, jax.core.Tracer):
+        enclosing = {id(t) for t in _ancestry(trace)}
+        return id(getattr(x, "_trace", None)) in enclosing, x
     return True, x
+
+
+def _batch_first(value: Any, dim: int | None, level: Any) -> Any:
+    """`value` with the mapped axis `dim` of a vmap at `level` first, or
+    broadcast along a new first axis of that vmap's size if `dim` is None."""
+    if dim is not None:
+        return jax.numpy.moveaxis(value, dim, 0)
+    size = level.axis_data.size
+    return jax.numpy.broadcast_to(value, (size, *jax.numpy.shape(value)))
