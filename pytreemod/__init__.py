@@ -99,6 +99,7 @@ from ._serialisation._leaves import (
 # The public packages on top, imported last: they build on the names above.
 from . import debug as debug, nn as nn, select as select, sharding as sharding
 from . import policy as policy
+from . import surgery as surgery
 from .nn._inference import tree_inference as tree_inference
 from .sharding._summary import Summary as Summary, summary as summary
 

@@ -15,6 +15,7 @@ import pytreemod.nn
 import pytreemod.policy
 import pytreemod.select
 import pytreemod.sharding
+import pytreemod.surgery
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 API = ROOT / "docs" / "api"
@@ -38,6 +39,7 @@ PUBLIC = [
         pytreemod.policy,
         pytreemod.select,
         pytreemod.sharding,
+        pytreemod.surgery,
     )
     for name in _public(module)
 ]

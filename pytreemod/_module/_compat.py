@@ -117,3 +117,80 @@ def distributed_client() -> Any:
     if client is None or not all(hasattr(client, n) for n in needed):
         return None  # pragma: no cover - depends on the JAX version
     return client
+
+
+def current_trace() -> Any:
+    """The trace JAX runs under now (the evaluation trace outside every
+    transform). `pytreemod.surgery.capture` compares it with the trace a
+    captured value belongs to, so that no tracer leaves the transform that
+    made it. Should JAX's private accessor move, this is `None` and capture
+    checks nothing (as JAX itself would then, later, with its own error)."""
+    try:
+        from jax._src import core
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return None
+    get = getattr(core, "unsafe_get_current_trace", None)
+    return get() if get is not None else None
+
+
+def _ancestry(trace: Any) -> list[Any]:
+    chain = []
+    while trace is not None:
+        chain.append(trace)
+        trace = getattr(trace, "parent_trace", None)
+    return chain
+
+
+def lift_to(x: Any, trace: Any) -> tuple[bool, Any]:
+    """`(True, value)` with `x`, a value made under the current trace, as a
+    value that may be used under `trace` (an enclosing one), or `(False, x)`
+    if `x` belongs to a transform begun inside `trace` that is not a
+    `jax.vmap` (a `jax.jit`, a `scan`, a `jax.grad`), whose tracers will be
+    dead by the time the value is used.
+
+    Each `jax.vmap` between the current trace and `trace` is undone as the
+    vmap itself would with `out_axes=0`: the mapped axis moves to the front
+    (the outermost vmap's first), and a value that does not depend on the
+    mapped input is broadcast along it. This reads JAX's private trace
+    objects; should they move, every tracer not of `trace` is refused."""
+    if trace is None:
+        return True, x
+    try:
+        from jax._src.core import set_current_trace
+        from jax._src.interpreters.batching import BatchTrace, BatchTracer
+    except ImportError:  # pragma: no cover - depends on the JAX version
+        return not isinstance(x, jax.core.Tracer) or x._trace is trace, x
+    chain = _ancestry(current_trace())
+    inside = []
+    for level in chain:
+        if level is trace:
+            break
+        inside.append(level)
+    else:
+        inside = []  # not under `trace`: only its own tracers are fine
+    for level in inside:  # innermost first
+        own = getattr(x, "_trace", None) if isinstance(x, jax.core.Tracer) else None
+        if own is level:
+            if not isinstance(x, BatchTracer):
+                return False, x
+            dim = x.batch_dim
+            if not (dim is None or isinstance(dim, int)):
+                return False, x
+            with set_current_trace(level.parent_trace):
+                x = _batch_first(x.val, dim, level)
+        elif isinstance(level, BatchTrace):
+            with set_current_trace(level.parent_trace):
+                x = _batch_first(x, None, level)
+    if isinstance(x, jax.core.Tracer):
+        enclosing = {id(t) for t in _ancestry(trace)}
+        return id(getattr(x, "_trace", None)) in enclosing, x
+    return True, x
+
+
+def _batch_first(value: Any, dim: int | None, level: Any) -> Any:
+    """`value` with the mapped axis `dim` of a vmap at `level` first, or
+    broadcast along a new first axis of that vmap's size if `dim` is None."""
+    if dim is not None:
+        return jax.numpy.moveaxis(value, dim, 0)
+    size = level.axis_data.size
+    return jax.numpy.broadcast_to(value, (size, *jax.numpy.shape(value)))

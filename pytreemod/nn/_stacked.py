@@ -20,6 +20,7 @@ from .._module._is_array import is_array
 from .._state._index import is_state_index
 from .._state._state import State
 from .._transform._filters import combine, partition
+from .._transform._recording import through_scan
 from .._transform._vmap import filter_vmap
 from ._stateful import StatefulLayer
 
@@ -293,7 +294,11 @@ class Stacked(StatefulLayer, Generic[_Layer]):
                 check(h)
                 return h, None
 
-            out, _ = jax.lax.scan(step, x, (dynamic, keys))
+            # `through_scan`: what a `surgery.capture` records inside the
+            # layers leaves the scan as scan outputs (the body as is if none).
+            scan_step, finish = through_scan(step)
+            out, ys = jax.lax.scan(scan_step, x, (dynamic, keys))
+            finish(ys)
             return out if state is _NO_STATE else (out, state)
 
         def stateful_step(h: Any, xs: Any) -> tuple[Any, Any]:
@@ -309,5 +314,7 @@ class Stacked(StatefulLayer, Generic[_Layer]):
             return h, sub
 
         substate = state.substate(self.layers)
-        out, new_substate = jax.lax.scan(stateful_step, x, (dynamic, substate, keys))
+        scan_step, finish = through_scan(stateful_step)
+        out, ys = jax.lax.scan(scan_step, x, (dynamic, substate, keys))
+        new_substate = finish(ys)
         return out, state.update(new_substate)

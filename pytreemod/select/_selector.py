@@ -213,11 +213,17 @@ SelectorLike = Selector | str | re.Pattern[str] | type | tuple[type, ...]
 
 
 def decide_all(
-    selectors: tuple[Selector, ...], tree: Any, missing_ok: bool
+    selectors: tuple[Selector, ...],
+    tree: Any,
+    missing_ok: bool,
+    *,
+    leafless_counts: bool = False,
 ) -> list[list[tuple[Node, bool]]]:
     """For each selector, every node of `tree` (walk order) with whether it is
     selected; one walk of the tree for all of them. Raises if an atom matches
-    nothing, unless `missing_ok`."""
+    nothing, or a selector selects no leaf, unless `missing_ok`. With
+    `leafless_counts`, a selected node without leaves counts too (surgery
+    selects submodules such as `nn.Identity()`, which have none)."""
     atoms = tuple(dict.fromkeys(a for s in selectors for a in s.atoms()))
     hit = dict.fromkeys(atoms, False)
     holds_at: list[frozenset[_Atom]] = []
@@ -248,13 +254,17 @@ def decide_all(
     ]
     if not missing_ok:
         for selector, flags in zip(selectors, decided, strict=True):
-            if not any(selected for node, selected in flags if node.is_leaf):
+            if not any(
+                selected and (leafless_counts or node.is_leaf)
+                for node, selected in flags
+            ):
                 raise ValueError(
                     _NOTHING.format(
                         what=f"The selection `{selector!r}`",
                         tree=type(tree).__name__,
-                        hint="each part of it matches something, but no leaf "
-                        "is selected by all of it together.",
+                        hint="each part of it matches something, but no "
+                        f"{'node' if leafless_counts else 'leaf'} is selected "
+                        "by all of it together.",
                     )
                 )
     return decided
