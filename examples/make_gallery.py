@@ -97,6 +97,21 @@ def _sharded_transformer(r: dict) -> str:
     )
 
 
+def _fine_tuning(r: dict) -> str:
+    rows = "".join(
+        f"| test accuracy, {name} | {acc:.1%} |\n"
+        for name, acc in r["accuracy"].items()
+    )
+    return (
+        f"| task | is the digit odd? {r['shots']} labelled images per digit, "
+        f"{r['n_test']} test images |\n"
+        + rows
+        + f"| merged LoRA model predicts as the adapted one | {r['merged_same']} |\n"
+        f"| fine-tuning | {r['steps']} steps per way |\n"
+        f"| total time | {r['seconds']:.0f} s |\n"
+    )
+
+
 def _many_processes(r: list) -> str:
     first = r[0]
     worst = max(
@@ -117,6 +132,7 @@ EXAMPLES: dict[str, tuple[list[str], Callable[[dict], str]]] = {
     "digits_cnn": ([], _digits_cnn),
     "char_transformer": ([], _char_transformer),
     "neural_ode": ([], _neural_ode),
+    "fine_tuning": ([], _fine_tuning),
     "sharded_transformer": (["--steps", "60"], _sharded_transformer),
     "checkpoint_resume": ([], _checkpoint_resume),
     "many_processes": ([], _many_processes),
