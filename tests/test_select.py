@@ -139,6 +139,18 @@ def test_nodes_are_the_outermost_selected_subtrees():
     assert select.field("weight").nodes(net)[0] == (".embed.weight", net.embed.weight)
 
 
+def test_nodes_counts_a_selected_node_without_leaves():
+    # `nn.Identity()` has no leaves; selecting it is still a match for nodes().
+    model = ptm.nn.Sequential(
+        [ptm.nn.Identity(), ptm.nn.Linear(2, 2, key=jax.random.key(0))]
+    )
+    assert [p for p, _ in select.instance(ptm.nn.Identity).nodes(model)] == [
+        ".layers[0]"
+    ]
+    with pytest.raises(ValueError, match="no leaf is selected"):
+        select.instance(ptm.nn.Identity).pairs(model)
+
+
 def test_selectors_are_hashable_values():
     a = select.instance(ptm.nn.Linear) & ~select.path(r"\.head")
     b = select.instance(ptm.nn.Linear) & ~select.path(r"\.head")

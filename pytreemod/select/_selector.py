@@ -154,7 +154,8 @@ class Selector(abc.ABC):
             >>> [p for p, _ in select.instance(ptm.nn.Linear).nodes(mlp)]
             ['.layers[0]', '.layers[1]']
         """
-        decided = self._decide(tree, missing_ok)
+        # A selected node counts even without leaves (`nn.Identity()`).
+        decided = decide_all((self,), tree, missing_ok, leafless_counts=True)[0]
         return [
             (node.path_str, node.value)
             for node, selected in decided
