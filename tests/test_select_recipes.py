@@ -44,6 +44,24 @@ def _run(name: str) -> dict:
     return namespace
 
 
+def _train_whole(ns: dict, optimiser) -> object:
+    """The reference loop: `STEPS` steps of the whole model from `initial`."""
+    loss_fn, tokens, targets = ns["loss_fn"], ns["tokens"], ns["targets"]
+    model = ns["initial"]
+    opt_state = optimiser.init(eqx.filter(model, eqx.is_array))
+
+    @eqx.filter_jit
+    def step(model, opt_state):
+        _, grads = eqx.filter_value_and_grad(loss_fn)(model, tokens, targets)
+        params = eqx.filter(model, eqx.is_array)
+        updates, opt_state = optimiser.update(grads, opt_state, params)
+        return eqx.apply_updates(model, updates), opt_state
+
+    for _ in range(STEPS):
+        model, opt_state = step(model, opt_state)
+    return model
+
+
 def _bitwise_equal(a, b) -> bool:
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     return len(la) == len(lb) and all(
@@ -150,13 +168,7 @@ def test_freeze_everything_but_the_embeddings():
 
 def test_groups_match_a_hand_built_label_tree():
     ns = _run("groups")
-    initial, tokens, targets, loss_fn = (
-        ns["initial"],
-        ns["tokens"],
-        ns["targets"],
-        ns["loss_fn"],
-    )
-    params = eqx.filter(initial, eqx.is_array)
+    params = eqx.filter(ns["initial"], eqx.is_array)
     groups = jax.tree_util.tree_map(lambda _: "body", params)
     groups = eqx.tree_at(
         lambda m: (m.head.weight, m.head.bias), groups, replace=("head",) * 2
@@ -167,31 +179,13 @@ def test_groups_match_a_hand_built_label_tree():
         {"head": optax.adam(1e-2), "body": optax.adam(1e-3), "embed": optax.adam(1e-4)},
         lambda _: groups,
     )
-    model, opt_state = initial, optimiser.init(params)
-
-    @eqx.filter_jit
-    def step(model, opt_state):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, tokens, targets)
-        updates, opt_state = optimiser.update(
-            grads, opt_state, eqx.filter(model, eqx.is_array)
-        )
-        return eqx.apply_updates(model, updates), opt_state
-
-    for _ in range(STEPS):
-        model, opt_state = step(model, opt_state)
-    assert _bitwise_equal(model, ns["model"])
+    assert _bitwise_equal(_train_whole(ns, optimiser), ns["model"])
     assert ns["traces"] == 1
 
 
 def test_decay_mask_matches_a_hand_built_mask():
     ns = _run("decay")
-    initial, tokens, targets, loss_fn = (
-        ns["initial"],
-        ns["tokens"],
-        ns["targets"],
-        ns["loss_fn"],
-    )
-    params = eqx.filter(initial, eqx.is_array)
+    params = eqx.filter(ns["initial"], eqx.is_array)
     mask = jax.tree_util.tree_map(lambda _: False, params)
     mask = eqx.tree_at(
         lambda m: [m.head.weight] + [layer.weight for layer in m.body.layers],
@@ -200,17 +194,5 @@ def test_decay_mask_matches_a_hand_built_mask():
     )
     assert mask == ns["decay"](params)
     optimiser = optax.adamw(1e-2, weight_decay=0.1, mask=mask)
-    model, opt_state = initial, optimiser.init(params)
-
-    @eqx.filter_jit
-    def step(model, opt_state):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, tokens, targets)
-        updates, opt_state = optimiser.update(
-            grads, opt_state, eqx.filter(model, eqx.is_array)
-        )
-        return eqx.apply_updates(model, updates), opt_state
-
-    for _ in range(STEPS):
-        model, opt_state = step(model, opt_state)
-    assert _bitwise_equal(model, ns["model"])
+    assert _bitwise_equal(_train_whole(ns, optimiser), ns["model"])
     assert ns["traces"] == 1

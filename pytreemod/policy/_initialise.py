@@ -23,7 +23,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.sharding import Sharding
 
-from ..select._rules import first_matches, parse_rules
+from ..select._rules import first_matches, parse_rules, unmatched_message
 from ..select._selector import is_array_leaf
 
 __all__ = ["initialise", "path_key"]
@@ -156,19 +156,7 @@ def _plan(
             )
         )
     if left:
-        n = len(left)
-        raise ValueError(
-            _ABSTRACT_LEFT.format(
-                count=n,
-                s="" if n == 1 else "s",
-                es="es" if n == 1 else "",
-                it="it" if n == 1 else "they",
-                them="it" if n == 1 else "them",
-                tree=type(tree).__name__,
-                paths="\n".join(f"    {p}" for p in left[:20])
-                + ("\n    ..." if n > 20 else ""),
-            )
-        )
+        raise ValueError(unmatched_message(_ABSTRACT_LEFT, left, tree))
     return jobs
 
 

@@ -14,7 +14,14 @@ import jax.tree_util as jtu
 
 from ._selector import Selector, as_selector, decide_all, is_array_leaf
 
-__all__ = ["Labels", "Rule", "first_matches", "labels", "parse_rules"]
+__all__ = [
+    "Labels",
+    "Rule",
+    "first_matches",
+    "labels",
+    "parse_rules",
+    "unmatched_message",
+]
 
 _V = TypeVar("_V")
 
@@ -102,6 +109,23 @@ def first_matches(
     return out
 
 
+def unmatched_message(template: str, paths: list[str], tree: Any) -> str:
+    """`template` filled in for the arrays at `paths` of `tree` that no rule
+    covers: `{count}`, `{paths}` (20 at most), `{tree}` (its type), and the
+    words that agree with the count: `{s}`, `{es}`, `{it}`, `{them}`."""
+    n = len(paths)
+    return template.format(
+        count=n,
+        s="" if n == 1 else "s",
+        es="es" if n == 1 else "",
+        it="it" if n == 1 else "they",
+        them="it" if n == 1 else "them",
+        tree=type(tree).__name__,
+        paths="\n".join(f"    {p}" for p in paths[:20])
+        + ("\n    ..." if n > 20 else ""),
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Labels:
     r"""A label for every array of a tree, from ordered rules; made by
@@ -125,18 +149,7 @@ class Labels:
                 out.append(None)
                 unlabelled.append(jtu.keystr(path))
         if unlabelled:
-            n = len(unlabelled)
-            raise ValueError(
-                _UNLABELLED.format(
-                    count=n,
-                    s="" if n == 1 else "s",
-                    es="es" if n == 1 else "",
-                    tree=type(tree).__name__,
-                    paths="\n".join(f"    {p}" for p in unlabelled[:20])
-                    + ("\n    ..." if n > 20 else ""),
-                    them="it" if n == 1 else "them",
-                )
-            )
+            raise ValueError(unmatched_message(_UNLABELLED, unlabelled, tree))
         return jtu.tree_unflatten(jtu.tree_structure(tree), out)
 
 
