@@ -36,7 +36,7 @@ from ._models import (
     pytreemod_features,
     split_arrays,
 )
-from .train_step import optimiser
+from .train_step import library_step, optimiser
 
 
 def _bf16(x: Any) -> Any:
@@ -54,31 +54,17 @@ def _library(name: str, lib: ModuleType, model: Any, x: Any, y: Any) -> Contende
         output="float32",
         rules=[(lib.select.path(rf"\.layers\[{depth}\]"), "float32")],
     )
-    optim = optimiser()
-    opt_state = optim.init(lib.filter(model, lib.is_array))
 
     def loss(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         run = policy.cast_to_compute(model)
         pred = jax.vmap(run)(policy.cast_inputs(x))
         return mse(policy.cast_to_output(pred), y)
 
-    @lib.filter_jit
-    def step(model: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> Any:
-        value, grads = lib.filter_value_and_grad(loss)(model, x, y)
-        updates, opt_state = optim.update(grads, opt_state)
-        return value, lib.apply_updates(model, updates), opt_state
-
-    return contender(
-        name,
-        lambda: step(model, opt_state, x, y),
-        lambda out: [out[0], *linear_answer(out[1].layers)],
-    )
+    return library_step(name, lib, model, x, y, loss)
 
 
 def _by_hand(name: str, lib: ModuleType, model: Any, x: Any, y: Any) -> Contender:
     """Equinox's way: the same casts, written by hand."""
-    optim = optimiser()
-    opt_state = optim.init(lib.filter(model, lib.is_array))
 
     def loss(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         run = jax.tree_util.tree_map(_bf16, model)
@@ -86,17 +72,7 @@ def _by_hand(name: str, lib: ModuleType, model: Any, x: Any, y: Any) -> Contende
         pred = jax.vmap(run)(x.astype(jnp.bfloat16))
         return mse(pred.astype(jnp.float32), y)
 
-    @lib.filter_jit
-    def step(model: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> Any:
-        value, grads = lib.filter_value_and_grad(loss)(model, x, y)
-        updates, opt_state = optim.update(grads, opt_state)
-        return value, lib.apply_updates(model, updates), opt_state
-
-    return contender(
-        name,
-        lambda: step(model, opt_state, x, y),
-        lambda out: [out[0], *linear_answer(out[1].layers)],
-    )
+    return library_step(name, lib, model, x, y, loss)
 
 
 def _floor(model: Any, x: jax.Array, y: jax.Array) -> Contender:

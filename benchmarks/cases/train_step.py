@@ -9,7 +9,7 @@ model's array leaves and the optimiser state's leaves.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Any
 
@@ -43,7 +43,17 @@ def loss(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
     return mse(jax.vmap(model)(x), y)
 
 
-def _library(name: str, lib: ModuleType, model: Any, x: Any, y: Any) -> Contender:
+def library_step(
+    name: str,
+    lib: ModuleType,
+    model: Any,
+    x: Any,
+    y: Any,
+    loss: Callable[[Any, jax.Array, jax.Array], jax.Array] = loss,
+) -> Contender:
+    """The library's (pytreemod's or Equinox's) `filter_jit` step of `loss`
+    with the SGD update, on the same model and optimiser state every call;
+    cases that change only the loss (mixed precision) share it."""
     optim = optimiser()
     opt_state = optim.init(lib.filter(model, lib.is_array))
 
@@ -104,11 +114,11 @@ def build(depth: int, peers: Collection[str] = PEERS) -> Setup:
     x, y = batch_inputs()
     with building_pytreemod():
         model = library_mlp(ptm, depth, canonical_params(depth))
-        mine = _library(PYTREEMOD, ptm, model, x, y)
+        mine = library_step(PYTREEMOD, ptm, model, x, y)
     floor = _floor(model, x, y)
     built, absent = build_peers(
         {
-            "equinox": lambda eqx: _library(
+            "equinox": lambda eqx: library_step(
                 "equinox", eqx, library_mlp(eqx, depth, canonical_params(depth)), x, y
             ),
             "nnx": lambda nnx: _nnx(nnx, depth, x, y),
